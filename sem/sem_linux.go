@@ -1,0 +1,209 @@
+//go:build linux && (amd64 || arm64)
+
+package sem
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	ipcPrivate = 0
+	ipcCreat   = 0o1000
+	ipcExcl    = 0o2000
+	ipcNowait  = 0o4000
+	ipcRmid    = 0
+	ipcStat    = 2
+	getncnt    = 14
+	getval     = 12
+	setval     = 16
+)
+
+// sembuf is struct sembuf from <sys/sem.h>.
+type sembuf struct {
+	num uint16
+	op  int16
+	flg int16
+}
+
+func semctl(id, num, cmd int, arg uintptr) (int, error) {
+	r, _, errno := unix.Syscall6(unix.SYS_SEMCTL, uintptr(id), uintptr(num), uintptr(cmd), arg, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+// semtimedop is used for every operation: linux/arm64 has no semop system call.
+// A nil ts means no timeout.
+func semtimedop(id int, op *sembuf, ts *unix.Timespec) error {
+	_, _, errno := unix.Syscall6(unix.SYS_SEMTIMEDOP, uintptr(id), uintptr(unsafe.Pointer(op)), 1,
+		uintptr(unsafe.Pointer(ts)), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// wrap adds context and maps "set is gone" errnos to ErrRemoved (errors.Is works for both).
+func wrap(op string, err error) error {
+	if errors.Is(err, unix.EIDRM) || errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("%s: %w: %w", op, ErrRemoved, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// Create makes a new private set (IPC_PRIVATE, IPC_CREAT|IPC_EXCL, permission bits from mode)
+// of n semaphores, all 0.
+func Create(n int, mode os.FileMode) (*Set, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("semget: invalid set size %d", n)
+	}
+	r, _, errno := unix.Syscall(unix.SYS_SEMGET, ipcPrivate, uintptr(n),
+		uintptr(ipcCreat|ipcExcl|int(mode.Perm())))
+	if errno != 0 {
+		return nil, fmt.Errorf("semget: %w", errno)
+	}
+	return &Set{id: int(r), n: n}, nil
+}
+
+// Attach opens the existing set id and checks (IPC_STAT) that it has exactly n semaphores;
+// otherwise it returns an error wrapping ErrMismatch. A nonexistent id gives ErrRemoved.
+func Attach(id, n int) (*Set, error) {
+	if id < 0 {
+		return nil, fmt.Errorf("semctl IPC_STAT: invalid id %d: %w", id, ErrRemoved)
+	}
+	// No IPC_64 (0x100) flag: the native semctl of 64-bit Linux always uses semid64_ds and
+	// rejects cmd|IPC_64 with EINVAL (only old_semctl parses the version bit).
+	var ds semid64DS
+	if _, err := semctl(id, 0, ipcStat, uintptr(unsafe.Pointer(&ds))); err != nil {
+		return nil, wrap("semctl IPC_STAT", err)
+	}
+	if int(ds.nsems) != n {
+		return nil, fmt.Errorf("sem: set %d has %d semaphores, want %d: %w", id, ds.nsems, n, ErrMismatch)
+	}
+	return &Set{id: id, n: n}, nil
+}
+
+// Remove deletes the set (IPC_RMID). Sleepers in other processes get ErrRemoved.
+func (s *Set) Remove() error {
+	if _, err := semctl(s.id, 0, ipcRmid, 0); err != nil {
+		return wrap("semctl IPC_RMID", err)
+	}
+	return nil
+}
+
+// Wait returns nil at once if word != nil and word.Load() != expected. Otherwise it decrements
+// semaphore num by one, sleeping until that is possible or the deadline passes (zero deadline:
+// no deadline). It returns os.ErrDeadlineExceeded on timeout and an error wrapping ErrRemoved if
+// the set is removed. EINTR is retried with the remaining time recomputed.
+func (s *Set) Wait(num int, word *atomic.Uint32, expected uint32, deadline time.Time) error {
+	if err := s.checkNum(num); err != nil {
+		return err
+	}
+	if skipWait(word, expected) {
+		return nil
+	}
+	for {
+		op := sembuf{num: uint16(num), op: -1}
+		var tsp *unix.Timespec
+		if !deadline.IsZero() {
+			d := time.Until(deadline)
+			if d <= 0 {
+				// Deadline passed: still take a token that is already there.
+				op.flg = ipcNowait
+			} else {
+				ts := unix.NsecToTimespec(int64(d))
+				tsp = &ts
+			}
+		}
+		err := semtimedop(s.id, &op, tsp)
+		switch {
+		case err == nil:
+			return nil
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			if op.flg&ipcNowait != 0 {
+				return os.ErrDeadlineExceeded
+			}
+			// Timed out: loop so that os.ErrDeadlineExceeded is only returned once
+			// time.Until agrees the deadline has passed.
+			continue
+		default:
+			return wrap("semtimedop", err)
+		}
+	}
+}
+
+// Wake raises semaphore num so that up to n sleepers can pass, without piling the count up:
+// it reads the value (GETVAL) and adds only max(0, min(n, 32767) - value).
+func (s *Set) Wake(num, n int) error {
+	if err := s.checkNum(num); err != nil {
+		return err
+	}
+	v, err := s.Value(num)
+	if err != nil {
+		return err
+	}
+	delta := wakeDelta(v, n)
+	if delta == 0 {
+		return nil
+	}
+	op := sembuf{num: uint16(num), op: int16(delta)}
+	for {
+		err := semtimedop(s.id, &op, nil) // a positive op never blocks
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return wrap("semtimedop", err)
+		}
+		return nil
+	}
+}
+
+// Value returns the current value of semaphore num (GETVAL).
+func (s *Set) Value(num int) (int, error) {
+	if err := s.checkNum(num); err != nil {
+		return 0, err
+	}
+	v, err := semctl(s.id, num, getval, 0)
+	if err != nil {
+		return 0, wrap("semctl GETVAL", err)
+	}
+	return v, nil
+}
+
+// SetValue sets semaphore num to v (SETVAL), e.g. to store a cookie in a spare semaphore.
+// v must be in [0, 32767].
+func (s *Set) SetValue(num, v int) error {
+	if err := s.checkNum(num); err != nil {
+		return err
+	}
+	if v < 0 || v > semvmx {
+		return fmt.Errorf("semctl SETVAL: value %d out of range [0,%d]", v, semvmx)
+	}
+	if _, err := semctl(s.id, num, setval, uintptr(v)); err != nil {
+		return wrap("semctl SETVAL", err)
+	}
+	return nil
+}
+
+// Waiting returns how many processes (threads) sleep waiting to decrement semaphore num (GETNCNT).
+func (s *Set) Waiting(num int) (int, error) {
+	if err := s.checkNum(num); err != nil {
+		return 0, err
+	}
+	v, err := semctl(s.id, num, getncnt, 0)
+	if err != nil {
+		return 0, wrap("semctl GETNCNT", err)
+	}
+	return v, nil
+}
