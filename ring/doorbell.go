@@ -137,9 +137,9 @@ func (d *Doorbell) Sleepers() int { return int((d.word.Load() & waiterMask) >> 3
 // Wait blocks until ready reports true, stop returns an error (returned as
 // is), or deadline passes (os.ErrDeadlineExceeded; zero means none). It
 // spins first, as spin says, then sleeps on the doorbell. Each sleep is
-// bounded by backstop (Backstop if zero), after which wake is called, if not
-// nil, to let the caller do periodic work (recovery of dead peers) before
-// the condition is re-checked.
+// bounded by backstop (Backstop if zero). After every sleep, woken or timed
+// out, wake is called if not nil, to let the caller do periodic work
+// (recovery of dead peers) before the condition is re-checked.
 func (d *Doorbell) Wait(ready func() bool, stop func() error, deadline time.Time, spin *Spinner, backstop time.Duration, wake func()) error {
 	if spin.Spin(ready) {
 		return nil
@@ -175,7 +175,7 @@ func (d *Doorbell) Wait(ready func() bool, stop func() error, deadline time.Time
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) && wake != nil {
+		if wake != nil {
 			wake()
 		}
 		if ready() {

@@ -43,7 +43,9 @@ type Peers interface {
 //	    [c, End); if not, wait.
 //
 // Recovery is never decided by time alone: a slow producer that is alive is
-// waited for however long it takes.
+// waited for however long it takes. A dead slot's claim is used only if the
+// slot is still dead after its claim was read: a live peer that took the
+// slot over in between would otherwise lend its own claim to the dead.
 func (c *Consumer) Recover(peers Peers) (bool, error) {
 	l := c.l
 	c0 := c.pos
@@ -60,6 +62,7 @@ func (c *Consumer) Recover(peers Peers) (bool, error) {
 	var (
 		liveAt bool
 		ends   []uint64
+		slots  []int
 		starts = map[uint64]bool{}
 	)
 	for s := 0; s < peers.Slots(); s++ {
@@ -81,12 +84,18 @@ func (c *Consumer) Recover(peers Peers) (bool, error) {
 			continue // not a claim that can lie between c0 and t
 		}
 		if ok == pos+1 && c0-pos < end-pos {
+			// Re-check: the slot may have been taken over by a live peer
+			// between State and the loads above (then it is not dead now).
+			if peers.State(s) != PeerDead {
+				return false, nil
+			}
 			l.padSpan(c0, end)
 			l.recovered.Add(1)
 			return true, nil
 		}
 		if ok != pos+1 && pos == c0 {
 			ends = append(ends, end)
+			slots = append(slots, s)
 		}
 	}
 	if liveAt || len(ends) == 0 {
@@ -103,6 +112,11 @@ func (c *Consumer) Recover(peers Peers) (bool, error) {
 	}
 	if found != 1 {
 		return false, nil
+	}
+	for _, s := range slots {
+		if peers.State(s) != PeerDead {
+			return false, nil // taken over meanwhile: look again later
+		}
 	}
 	l.padSpan(c0, pick)
 	l.recovered.Add(1)
