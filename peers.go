@@ -1,0 +1,237 @@
+package shmbus
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmbus/shmbus/internal/proc"
+	"github.com/shmbus/shmbus/layout"
+	"github.com/shmbus/shmbus/ring"
+)
+
+// The peer table: one slot per producer or consumer attached to the bus.
+//
+// A slot is taken by a CAS of its owner word from 0 (free) to this
+// process's tag, pid<<32 | (start time & 0xffffffff), which names the
+// process even after its pid is reused. A slot whose owner is provably dead
+// may be taken over the same way, but only once none of its claim records
+// can still describe unreleased space (ring.Lane.ClaimPending): that is the
+// evidence the consumer needs to recover the dead producer's claims.
+//
+// Proof of death is the kernel's word, never a timeout: the pid does not
+// exist, or exists with another start time (reused), or is a zombie.
+// Liveness is judged in this process's pid namespace; peers in different
+// pid namespaces must not share a bus (their pids mean nothing here).
+
+var (
+	selfOnce sync.Once
+	selfID   proc.Identity
+)
+
+func selfIdentity() proc.Identity {
+	selfOnce.Do(func() {
+		id, err := proc.Self()
+		if err != nil {
+			id = proc.Identity{PID: osGetpid()}
+		}
+		selfID = id
+	})
+	return selfID
+}
+
+func ownerTag(id proc.Identity) uint64 {
+	return uint64(uint32(id.PID))<<32 | id.Start&0xffffffff
+}
+
+type peerTable struct {
+	seg []byte
+	g   *layout.Geometry
+	tag uint64
+
+	mu   sync.Mutex
+	mine map[int]uint32 // slots this process holds, with their roles
+}
+
+func newPeerTable(seg []byte, g *layout.Geometry) *peerTable {
+	return &peerTable{seg: seg, g: g, tag: ownerTag(selfIdentity()), mine: map[int]uint32{}}
+}
+
+func (t *peerTable) owner(i int) *atomic.Uint64 {
+	return layout.Word64(t.seg, t.g.PeerOff(i)+layout.PeerOwner)
+}
+
+// Slots implements ring.Peers.
+func (t *peerTable) Slots() int { return t.g.PeerSlots }
+
+// Claim implements ring.Peers.
+func (t *peerTable) Claim(slot, lane int) ring.Claim { return ring.ClaimAt(t.seg, t.g, slot, lane) }
+
+// State implements ring.Peers: PeerDead only with proof.
+func (t *peerTable) State(i int) ring.PeerState {
+	o := t.owner(i).Load()
+	switch {
+	case o == 0:
+		return ring.PeerFree
+	case o == t.tag:
+		return ring.PeerAlive
+	}
+	return tagState(o)
+}
+
+func tagState(o uint64) ring.PeerState {
+	pid := int(o >> 32)
+	id, err := proc.Lookup(pid)
+	if errors.Is(err, proc.ErrNoProcess) {
+		return ring.PeerDead
+	}
+	if err != nil {
+		return ring.PeerAlive // cannot tell: assume alive
+	}
+	if uint32(id.Start) != uint32(o) {
+		return ring.PeerDead // the pid was reused
+	}
+	if proc.Check(id) == proc.Dead {
+		return ring.PeerDead // zombie
+	}
+	return ring.PeerAlive
+}
+
+// acquire takes a peer slot for role: a free one if there is one, else one
+// whose owner is provably dead and whose claims are all released.
+func (t *peerTable) acquire(role uint32, lanes []*ring.Lane) (int, error) {
+	for pass := 0; pass < 2; pass++ {
+		for i := 0; i < t.g.PeerSlots; i++ {
+			w := t.owner(i)
+			o := w.Load()
+			switch {
+			case o == 0:
+			case pass == 1 && o != t.tag && tagState(o) == ring.PeerDead && !t.pending(i, lanes):
+			default:
+				continue
+			}
+			if !w.CompareAndSwap(o, t.tag) {
+				continue
+			}
+			t.init(i, role, lanes)
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("%w: all %d slots are held by live peers (or by dead producers whose records are not yet recovered)", ErrNoSlot, t.g.PeerSlots)
+}
+
+func (t *peerTable) pending(i int, lanes []*ring.Lane) bool {
+	for l, lane := range lanes {
+		if lane.ClaimPending(t.Claim(i, l)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *peerTable) init(i int, role uint32, lanes []*ring.Lane) {
+	off := t.g.PeerOff(i)
+	self := selfIdentity()
+	for l := range lanes {
+		t.Claim(i, l).Reset()
+	}
+	layout.Word32(t.seg, off+layout.PeerPID).Store(uint32(self.PID))
+	layout.Word64(t.seg, off+layout.PeerStart).Store(self.Start)
+	layout.Word64(t.seg, off+layout.PeerJoined).Store(uint64(time.Now().UnixNano()))
+	layout.Word32(t.seg, off+layout.PeerRole).Store(role)
+	t.mu.Lock()
+	t.mine[i] = role
+	t.mu.Unlock()
+}
+
+// release gives slot i back. Its claim records stay as they are: all its
+// claims are published (producers commit or abort before closing).
+func (t *peerTable) release(i int) {
+	t.mu.Lock()
+	_, ok := t.mine[i]
+	delete(t.mine, i)
+	t.mu.Unlock()
+	if !ok {
+		return
+	}
+	layout.Word32(t.seg, t.g.PeerOff(i)+layout.PeerRole).Store(0)
+	t.owner(i).CompareAndSwap(t.tag, 0)
+}
+
+// releaseAll gives back every slot this process holds (Close).
+func (t *peerTable) releaseAll() {
+	t.mu.Lock()
+	slots := make([]int, 0, len(t.mine))
+	for i := range t.mine {
+		slots = append(slots, i)
+	}
+	t.mu.Unlock()
+	for _, i := range slots {
+		t.release(i)
+	}
+}
+
+// takeRole makes slot the holder of the role word w (slot index + 1, 0 =
+// nobody): at once if nobody holds it, or if its holder is provably dead.
+func (t *peerTable) takeRole(w *atomic.Uint32, slot int, what string) error {
+	for {
+		cur := w.Load()
+		switch {
+		case cur == uint32(slot)+1:
+			return nil
+		case cur != 0 && int(cur) <= t.g.PeerSlots:
+			holder := int(cur) - 1
+			if st := t.State(holder); st == ring.PeerAlive {
+				pid := layout.Word32(t.seg, t.g.PeerOff(holder)+layout.PeerPID).Load()
+				return fmt.Errorf("%w: %s is held by pid %d", ErrBusy, what, pid)
+			}
+		}
+		// Free, held by a dead or departed peer, or garbage: take it.
+		if w.CompareAndSwap(cur, uint32(slot)+1) {
+			return nil
+		}
+	}
+}
+
+// dropRole clears the role word if slot holds it.
+func (t *peerTable) dropRole(w *atomic.Uint32, slot int) {
+	w.CompareAndSwap(uint32(slot)+1, 0)
+}
+
+// PeerInfo describes one occupied peer slot.
+type PeerInfo struct {
+	Slot   int
+	PID    int
+	Role   string // "producer", "consumer"
+	Alive  bool
+	Joined time.Time
+}
+
+func (t *peerTable) list() []PeerInfo {
+	var out []PeerInfo
+	for i := 0; i < t.g.PeerSlots; i++ {
+		o := t.owner(i).Load()
+		if o == 0 {
+			continue
+		}
+		off := t.g.PeerOff(i)
+		role := layout.Word32(t.seg, off+layout.PeerRole).Load()
+		name := "none"
+		switch {
+		case role&layout.RoleConsumer != 0:
+			name = "consumer"
+		case role&layout.RoleProducer != 0:
+			name = "producer"
+		}
+		out = append(out, PeerInfo{
+			Slot:   i,
+			PID:    int(o >> 32),
+			Role:   name,
+			Alive:  t.State(i) != ring.PeerDead,
+			Joined: time.Unix(0, int64(layout.Word64(t.seg, off+layout.PeerJoined).Load())),
+		})
+	}
+	return out
+}

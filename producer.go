@@ -1,0 +1,260 @@
+package shmbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/shmbus/shmbus/internal/segment"
+	"github.com/shmbus/shmbus/layout"
+	"github.com/shmbus/shmbus/ring"
+)
+
+// Producer sends messages on a bus. It holds a peer slot (and, on a
+// single-producer bus, the producer role) until Close. It is not safe for
+// concurrent use: give each goroutine its own.
+type Producer struct {
+	b      *Bus
+	slot   int
+	lanes  []*ring.Producer
+	spin   ring.Spinner
+	closed bool
+}
+
+// NewProducer attaches a producer. On a single-producer bus it fails with
+// ErrBusy while another live process holds the producer role.
+func (b *Bus) NewProducer() (*Producer, error) {
+	if err := b.enter(); err != nil {
+		return nil, err
+	}
+	defer b.exit()
+	var p *Producer
+	err := segment.Guard(func() error {
+		slot, err := b.peers.acquire(layout.RoleProducer, b.lanes)
+		if err != nil {
+			return err
+		}
+		if !b.lanes[0].Multi() {
+			for i, l := range b.lanes {
+				if err := b.peers.takeRole(l.SPSCOwner(), slot, "the producer role"); err != nil {
+					for _, l := range b.lanes[:i] {
+						b.peers.dropRole(l.SPSCOwner(), slot)
+					}
+					b.peers.release(slot)
+					return err
+				}
+			}
+		}
+		p = &Producer{b: b, slot: slot}
+		for i, l := range b.lanes {
+			p.lanes = append(p.lanes, ring.NewProducer(l, uint16(slot), b.peers.Claim(slot, i), b.data))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus %q: new producer: %w", b.name, err)
+	}
+	return p, nil
+}
+
+func (p *Producer) lane(prio int) (*ring.Producer, error) {
+	if prio < 0 || prio >= len(p.lanes) {
+		return nil, fmt.Errorf("bus %q: %w: %d, bus has %d levels (0..%d)", p.b.name, ErrPriority, prio, len(p.lanes), len(p.lanes)-1)
+	}
+	if p.closed {
+		return nil, fmt.Errorf("bus %q: producer: %w", p.b.name, ErrClosed)
+	}
+	return p.lanes[prio], nil
+}
+
+// TrySend sends msg at priority prio if there is room now, else returns
+// ErrFull. Priorities run from 0 (least urgent) to Priorities()-1.
+func (p *Producer) TrySend(msg []byte, prio int) error {
+	l, err := p.lane(prio)
+	if err != nil {
+		return err
+	}
+	if err := p.b.enter(); err != nil {
+		return err
+	}
+	defer p.b.exit()
+	return p.wrap(segment.Guard(func() error { return l.Send(msg) }))
+}
+
+// Send sends msg at priority prio, waiting for room until ctx is done (its
+// error is returned), the bus is closed (ErrClosed), or, on a fail-fast
+// bus, returning ErrFull at once.
+func (p *Producer) Send(ctx context.Context, msg []byte, prio int) error {
+	l, err := p.lane(prio)
+	if err != nil {
+		return err
+	}
+	if err := p.b.enter(); err != nil {
+		return err
+	}
+	defer p.b.exit()
+	return p.wrap(segment.Guard(func() error {
+		for {
+			err := l.Send(msg)
+			if err != ring.ErrFull || p.b.hdr.Flags&layout.FlagFailFast != 0 {
+				return err
+			}
+			if err := p.b.waitRoom(ctx, l, ring.RecordSize(len(msg)), &p.spin); err != nil {
+				return err
+			}
+		}
+	}))
+}
+
+// SendBatch sends msgs at priority prio with as few claims as room allows
+// (one for all of them when they fit), waiting for room as Send does. It
+// returns how many it sent.
+func (p *Producer) SendBatch(ctx context.Context, msgs [][]byte, prio int) (int, error) {
+	l, err := p.lane(prio)
+	if err != nil {
+		return 0, err
+	}
+	if err := p.b.enter(); err != nil {
+		return 0, err
+	}
+	defer p.b.exit()
+	sent := 0
+	err = segment.Guard(func() error {
+		for sent < len(msgs) {
+			k, err := l.SendBatch(msgs[sent:])
+			sent += k
+			if err == nil {
+				continue
+			}
+			if err != ring.ErrFull || p.b.hdr.Flags&layout.FlagFailFast != 0 {
+				return err
+			}
+			if err := p.b.waitRoom(ctx, l, ring.RecordSize(len(msgs[sent])), &p.spin); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return sent, p.wrap(err)
+}
+
+// Reserve returns room for an n-byte message at priority prio, to be
+// filled in place and published by Commit (zero-copy). Several Reserves
+// may precede one Commit. It returns ErrFull if the lane has no room now.
+func (p *Producer) Reserve(prio, n int) ([]byte, error) {
+	l, err := p.lane(prio)
+	if err != nil {
+		return nil, err
+	}
+	var buf []byte
+	err = segment.Guard(func() error {
+		var err error
+		buf, err = l.Reserve(n, layout.FragBegin|layout.FragEnd)
+		return err
+	})
+	return buf, p.wrap(err)
+}
+
+// Commit publishes every reserved message, all at once.
+func (p *Producer) Commit() error {
+	return p.wrap(segment.Guard(func() error {
+		for _, l := range p.lanes {
+			l.Commit()
+		}
+		return nil
+	}))
+}
+
+// Abort drops every reserved message unpublished.
+func (p *Producer) Abort() error {
+	return p.wrap(segment.Guard(func() error {
+		for _, l := range p.lanes {
+			l.Abort()
+		}
+		return nil
+	}))
+}
+
+func (p *Producer) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("bus %q: send: %w", p.b.name, err)
+}
+
+// Close publishes anything reserved, adds the producer's statistics to the
+// bus, and gives back its slot and role.
+func (p *Producer) Close() error {
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if err := p.b.enter(); err != nil {
+		return nil // the bus closed first and released everything
+	}
+	defer p.b.exit()
+	return segment.Guard(func() error {
+		for _, l := range p.lanes {
+			l.Commit()
+			l.Flush()
+		}
+		for _, l := range p.b.lanes {
+			p.b.peers.dropRole(l.SPSCOwner(), p.slot)
+		}
+		p.b.peers.release(p.slot)
+		return nil
+	})
+}
+
+// waitRoom blocks until lane l has room for size bytes, ctx is done or the
+// bus closes.
+func (b *Bus) waitRoom(ctx context.Context, l *ring.Producer, size int, spin *ring.Spinner) error {
+	deadline, _ := ctx.Deadline()
+	stop, cleanup := b.stopper(ctx, l.Lane().Space())
+	defer cleanup()
+	return ctxErr(ctx, l.WaitRoom(size, deadline, stop, spin))
+}
+
+// ctxErr reports a wait that ended at ctx's deadline as ctx's own error
+// (context.DeadlineExceeded), as callers of a context-taking API expect.
+func ctxErr(ctx context.Context, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+// stopper returns the stop check of a blocking call: ctx's error, or
+// ErrClosed. The first time it is called (just before the first sleep) it
+// arranges for ctx's cancellation to kick bell, so a sleeping call returns
+// promptly; cleanup undoes that.
+func (b *Bus) stopper(ctx context.Context, bell *ring.Doorbell) (func() error, func()) {
+	var unregister func() bool
+	stop := func() error {
+		if b.closed.Load() {
+			return b.errClosed()
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if unregister == nil && ctx.Done() != nil {
+			unregister = context.AfterFunc(ctx, func() {
+				if b.enter() == nil {
+					segment.Guard(func() error { bell.Kick(); return nil })
+					b.exit()
+				}
+			})
+		}
+		return nil
+	}
+	cleanup := func() {
+		if unregister != nil {
+			unregister()
+		}
+	}
+	return stop, cleanup
+}

@@ -1,0 +1,423 @@
+// Package shmbus is a message bus in shared memory: processes on one
+// machine exchange messages through lock-free rings in a mapped file, at
+// memory speed, and sleep on a futex (or a System V semaphore) when there is
+// nothing to do.
+//
+// A bus is a named segment, /dev/shm/shmbus.NAME (the directory can be
+// changed with SHMBUS_DIR), made by Create and attached to by Open from any
+// number of processes. It has one lane per priority level; a lane is a ring
+// written by one producer (SingleProducer) or by any number of producers in
+// any number of processes (MultiProducer), and read by the bus's one
+// consumer, which takes the oldest message of the highest priority first.
+//
+//	bus, err := shmbus.Create("orders", &shmbus.Options{Priorities: 4})
+//	p, err := bus.NewProducer()
+//	err = p.Send(ctx, []byte("hello"), 2)
+//	...
+//	c, err := bus.NewConsumer()
+//	n, prio, err := c.Receive(ctx, buf)
+//
+// The segment format is in package layout and docs/layout.md; the ring and
+// doorbell protocols in package ring and docs/protocol.md.
+package shmbus
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmbus/shmbus/internal/segment"
+	"github.com/shmbus/shmbus/layout"
+	"github.com/shmbus/shmbus/ring"
+	"github.com/shmbus/shmbus/sem"
+)
+
+// Errors. Every error shmbus returns wraps one of these (or an error from
+// the operating system) and names the bus it concerns.
+var (
+	ErrClosed      = os.ErrClosed            // the Bus, Producer or Consumer was closed
+	ErrNotExist    = os.ErrNotExist          // no bus of that name
+	ErrExist       = os.ErrExist             // Create: a bus of that name exists
+	ErrPermission  = os.ErrPermission        // the segment's mode does not admit this process
+	ErrCorrupt     = layout.ErrCorrupt       // the segment is damaged or was written by a broken peer
+	ErrVersion     = layout.ErrVersion       // the segment has a format version this build cannot read
+	ErrNotReady    = layout.ErrNotReady      // the segment's creator has not finished initialising it
+	ErrBadName     = segment.ErrBadName      // the name is not 1-200 characters of [A-Za-z0-9._-]
+	ErrFull        = ring.ErrFull            // TrySend: no room in the lane now
+	ErrEmpty       = ring.ErrEmpty           // TryReceive: no message now
+	ErrTooLarge    = ring.ErrTooLarge        // the message is larger than the bus accepts
+	ErrShortBuffer = ring.ErrShortBuffer     // Receive: the buffer is too small (see ShortBufferError)
+	ErrBusy        = errors.New("role held") // another live process holds the consumer (or single-producer) role
+	ErrNoSlot      = errors.New("no free peer slot")
+	ErrPriority    = errors.New("priority out of range")
+	ErrConfig      = layout.ErrConfig
+	ErrTruncated   = segment.ErrTruncated  // the segment file was truncated under this process
+	ErrUnsupported = errors.ErrUnsupported // the wake mode does not exist on this platform
+)
+
+// ShortBufferError says how large a buffer the next message needs; the
+// message stays on the bus.
+type ShortBufferError = ring.ShortBufferError
+
+// ProducerMode says how many producers a bus's lanes accept.
+type ProducerMode int
+
+const (
+	MultiProducer  ProducerMode = iota // MPSC lanes: any number of producers (the default)
+	SingleProducer                     // SPSC lanes: one producer at a time, wait-free
+)
+
+// WakeMode is how a sleeping peer is woken.
+type WakeMode = layout.WakeMode
+
+const (
+	WakeFutex = layout.WakeFutex // Linux futexes in the segment (default on Linux)
+	WakeSem   = layout.WakeSem   // a System V semaphore set made with the bus
+)
+
+// Defaults for Options.
+const (
+	DefaultLaneCapacity = 1 << 20
+	DefaultMaxMessage   = 16 << 20
+	DefaultPeerSlots    = 64
+	DefaultMode         = 0o600
+)
+
+// Options configure Create. The zero value (or nil) is a bus with one
+// priority level, 1 MiB lanes, any number of producers, the platform's
+// default wake mode and mode 0600.
+type Options struct {
+	Priorities   int          // priority levels, 1..64; default 1
+	LaneCapacity int          // bytes per lane, a power of two; default 1 MiB
+	RecordLimit  int          // largest record in a lane; default LaneCapacity/8
+	MaxMessage   int          // largest message; default 16 MiB
+	Producers    ProducerMode // default MultiProducer
+	FailFast     bool         // a full lane fails Send with ErrFull instead of blocking
+	Wake         WakeMode     // default DefaultWake
+	Mode         os.FileMode  // permission bits of the segment (and semaphore set); default 0600
+	PeerSlots    int          // peers that may be attached at once; default 64
+	Dir          string       // default $SHMBUS_DIR or /dev/shm
+
+	// startPosition sets the lanes' initial positions (tests of wrap-around).
+	startPosition uint64
+}
+
+// OpenOptions configure Open.
+type OpenOptions struct {
+	Dir  string        // default $SHMBUS_DIR or /dev/shm
+	Wait time.Duration // how long to wait for a creator to finish; default 1s
+}
+
+// Bus is a process's attachment to a bus. It is safe for concurrent use;
+// producers and consumers made from it are not (make one per goroutine).
+type Bus struct {
+	name string
+	m    *segment.Mapping
+	seg  []byte
+	hdr  layout.Header
+	g    layout.Geometry
+	sems *sem.Set
+
+	lanes  []*ring.Lane
+	data   *ring.Doorbell
+	peers  *peerTable
+	mu     sync.Mutex // serialises Close
+	closed atomic.Bool
+
+	// calls counts the calls using the mapping, plus closingBit once Close
+	// has begun; the last call to leave after that closes drained.
+	calls     atomic.Int64
+	drained   chan struct{}
+	drainOnce sync.Once
+
+	created bool
+}
+
+func (o *Options) config() (layout.Config, error) {
+	var c layout.Config
+	if o == nil {
+		o = &Options{}
+	}
+	c.Lanes = o.Priorities
+	if c.Lanes == 0 {
+		c.Lanes = 1
+	}
+	c.LaneCapacity = o.LaneCapacity
+	if c.LaneCapacity == 0 {
+		c.LaneCapacity = DefaultLaneCapacity
+	}
+	c.RecordLimit = o.RecordLimit
+	c.PeerSlots = o.PeerSlots
+	if c.PeerSlots == 0 {
+		c.PeerSlots = DefaultPeerSlots
+	}
+	c.MaxMessage = uint64(o.MaxMessage)
+	if o.MaxMessage == 0 {
+		c.MaxMessage = DefaultMaxMessage
+	}
+	if o.MaxMessage < 0 {
+		return c, fmt.Errorf("%w: max message %d", ErrConfig, o.MaxMessage)
+	}
+	if o.Producers == MultiProducer {
+		c.Flags |= layout.FlagMultiProducer
+	}
+	if o.FailFast {
+		c.Flags |= layout.FlagFailFast
+	}
+	c.WakeMode = o.Wake
+	if c.WakeMode == 0 {
+		c.WakeMode = DefaultWake
+	}
+	if err := checkWake(c.WakeMode); err != nil {
+		return c, err
+	}
+	return c.Normalize()
+}
+
+// Create makes a new bus called name and attaches to it. It fails with
+// ErrExist if the bus exists, and leaves nothing behind if it fails.
+func Create(name string, opts *Options) (*Bus, error) {
+	b, err := create(name, opts)
+	if err != nil {
+		return nil, fmt.Errorf("create bus %q: %w", name, err)
+	}
+	return b, nil
+}
+
+func create(name string, opts *Options) (_ *Bus, err error) {
+	if !layout.HostLittleEndian() {
+		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
+	}
+	if err := segment.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = &Options{}
+	}
+	cfg, err := opts.config()
+	if err != nil {
+		return nil, err
+	}
+	g, err := layout.Plan(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mode := opts.Mode.Perm()
+	if mode == 0 {
+		mode = DefaultMode
+	}
+	path := segment.Path(opts.Dir, name)
+	m, err := segment.Create(path, int64(g.TotalSize), mode)
+	if err != nil {
+		return nil, err
+	}
+	h := layout.NewHeader(g)
+	self := selfIdentity()
+	h.CreatedNano = time.Now().UnixNano()
+	h.CreatorPID = uint32(self.PID)
+	h.CreatorStart = self.Start
+	var set *sem.Set
+	if cfg.WakeMode == layout.WakeSem {
+		set, h.SemCookie, err = createSems(len(g.Lanes), mode)
+		if err != nil {
+			m.Close()
+			segment.Remove(path)
+			return nil, err
+		}
+		h.SemID = int32(set.ID())
+	}
+	seg := m.Bytes()
+	if err := segment.Guard(func() error {
+		h.Encode(seg)
+		for i := range g.Lanes {
+			ring.InitLane(seg, &g, i, opts.startPosition)
+		}
+		// Two-phase init: everything above is visible before the ready word.
+		layout.Word32(seg, layout.OffReady).Store(layout.ReadyValue)
+		return nil
+	}); err != nil {
+		m.Close()
+		segment.Remove(path)
+		if set != nil {
+			set.Remove()
+		}
+		return nil, err
+	}
+	h.Ready = layout.ReadyValue
+	b := attach(name, m, h, g, set)
+	b.created = true
+	return b, nil
+}
+
+// Open attaches to the existing bus called name. The header is validated
+// against the file's real size before anything in it is used.
+func Open(name string, opts *OpenOptions) (*Bus, error) {
+	b, err := open(name, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open bus %q: %w", name, err)
+	}
+	return b, nil
+}
+
+func open(name string, opts *OpenOptions) (*Bus, error) {
+	if !layout.HostLittleEndian() {
+		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
+	}
+	if err := segment.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = &OpenOptions{}
+	}
+	m, h, g, err := segment.Open(segment.Path(opts.Dir, name), opts.Wait)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkWake(h.WakeMode); err != nil {
+		m.Close()
+		return nil, err
+	}
+	var set *sem.Set
+	if h.WakeMode == layout.WakeSem {
+		set, err = attachSems(int(h.SemID), len(g.Lanes), h.SemCookie)
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	return attach(name, m, h, g, set), nil
+}
+
+func attach(name string, m *segment.Mapping, h layout.Header, g layout.Geometry, set *sem.Set) *Bus {
+	seg := m.Bytes()
+	b := &Bus{name: name, m: m, seg: seg, hdr: h, g: g, sems: set, drained: make(chan struct{})}
+	b.data = ring.NewDoorbell(seg, layout.OffDataSeq, b.sleeper(0),
+		layout.Word64(seg, layout.OffConsumerSleeps), layout.Word64(seg, layout.OffConsumerWakes))
+	for i := range g.Lanes {
+		b.lanes = append(b.lanes, ring.NewLane(seg, &b.g, i, b.sleeper(1+i)))
+	}
+	b.peers = newPeerTable(seg, &b.g)
+	return b
+}
+
+// Name is the bus's name.
+func (b *Bus) Name() string { return b.name }
+
+// Path is the segment file's path.
+func (b *Bus) Path() string { return b.m.Path() }
+
+// Priorities is the number of priority levels (0 is the least urgent).
+func (b *Bus) Priorities() int { return len(b.lanes) }
+
+// MaxMessage is the largest message the bus accepts.
+func (b *Bus) MaxMessage() int { return int(b.hdr.MaxMessage) }
+
+// MaxRecordPayload is the largest message that fits in one record.
+func (b *Bus) MaxRecordPayload() int { return b.lanes[0].MaxPayload() }
+
+// WakeMode is how the bus's sleepers are woken.
+func (b *Bus) WakeMode() WakeMode { return b.hdr.WakeMode }
+
+// Header is the decoded header the bus was attached with.
+func (b *Bus) Header() layout.Header { return b.hdr }
+
+const closingBit = 1 << 62
+
+// enter registers a call that uses the mapping; Close waits for it to exit
+// before unmapping. It fails once Close has begun.
+func (b *Bus) enter() error {
+	if b.calls.Add(1)&closingBit != 0 {
+		b.exit()
+		return b.errClosed()
+	}
+	return nil
+}
+
+func (b *Bus) exit() {
+	if b.calls.Add(-1) == closingBit {
+		b.drainOnce.Do(func() { close(b.drained) })
+	}
+}
+
+func (b *Bus) errClosed() error { return fmt.Errorf("bus %q: %w", b.name, ErrClosed) }
+
+// Close detaches from the bus: every blocked call of this process returns
+// ErrClosed, the roles and peer slots this process holds are released, and
+// the segment is unmapped. The bus itself stays (see Remove).
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Swap(true) {
+		return nil
+	}
+	if b.calls.Add(closingBit) == closingBit {
+		b.drainOnce.Do(func() { close(b.drained) })
+	}
+	b.kickAll()
+	<-b.drained
+	err := segment.Guard(func() error { b.peers.releaseAll(); return nil })
+	return errors.Join(err, b.m.Close())
+}
+
+// kickAll wakes every sleeper on the bus so that this process's sleepers
+// see that it is closing (sleepers of other processes re-check and sleep
+// again).
+func (b *Bus) kickAll() {
+	segment.Guard(func() error {
+		b.data.Kick()
+		for _, l := range b.lanes {
+			l.Space().Kick()
+		}
+		return nil
+	})
+}
+
+// Remove closes b and deletes the bus: the segment file and, in sem mode,
+// its semaphore set. Other attached processes keep their mapping until
+// they close it, but their sleepers are woken with errors in sem mode.
+func (b *Bus) Remove() error {
+	path, set := b.m.Path(), b.sems
+	err := b.Close()
+	if set != nil {
+		err = errors.Join(err, set.Remove())
+	}
+	return errors.Join(err, segment.Remove(path))
+}
+
+// Remove deletes the bus called name in dir ("" for the default): its
+// segment file and, in sem mode, its semaphore set (only if the set still
+// carries the bus's cookie, so an unrelated set that reused the id is never
+// removed). A segment too damaged to read is removed all the same.
+func Remove(dir, name string) error {
+	if err := segment.ValidateName(name); err != nil {
+		return fmt.Errorf("remove bus %q: %w", name, err)
+	}
+	path := segment.Path(dir, name)
+	var semErr error
+	if m, h, g, err := segment.Open(path, time.Millisecond); err == nil {
+		if h.WakeMode == layout.WakeSem {
+			if set, err := attachSems(int(h.SemID), len(g.Lanes), h.SemCookie); err == nil {
+				semErr = set.Remove()
+			}
+		}
+		m.Close()
+	}
+	if err := segment.Remove(path); err != nil {
+		return fmt.Errorf("remove bus %q: %w", name, err)
+	}
+	if semErr != nil {
+		return fmt.Errorf("remove bus %q: semaphore set: %w", name, semErr)
+	}
+	return nil
+}
+
+// List returns the names of the buses in dir ("" for the default).
+func List(dir string) ([]string, error) {
+	if dir == "" {
+		dir = segment.Dir()
+	}
+	return segment.List(dir)
+}
