@@ -349,3 +349,34 @@ func TestTruncatedSegment(t *testing.T) {
 		t.Fatalf("segment file still there: %v", err)
 	}
 }
+
+// TestCloseWithReservation: a bus closed while one of its producers holds
+// an unpublished reservation gives it back as padding, so the consumer
+// (here in another attachment) is not stuck behind it.
+func TestCloseWithReservation(t *testing.T) {
+	forEachWake(t, func(t *testing.T, wake WakeMode) {
+		b := newBus(t, &Options{Wake: wake})
+		c, _ := b.NewConsumer()
+		o, err := Open(b.Name(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := o.NewProducer()
+		if _, err := p.Reserve(0, 100); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Commit(); !errors.Is(err, ErrClosed) {
+			t.Fatalf("commit after bus close: %v", err)
+		}
+		p2, _ := b.NewProducer()
+		p2.TrySend([]byte("after"), 0)
+		buf := make([]byte, 16)
+		n, _, err := c.TryReceive(buf)
+		if err != nil || string(buf[:n]) != "after" {
+			t.Fatalf("receive: %q %v", buf[:n], err)
+		}
+	})
+}

@@ -50,6 +50,9 @@ func (b *Bus) NewProducer() (*Producer, error) {
 		for i, l := range b.lanes {
 			p.lanes = append(p.lanes, ring.NewProducer(l, uint16(slot), b.peers.Claim(slot, i), b.data))
 		}
+		b.mu.Lock()
+		b.producers[p] = struct{}{}
+		b.mu.Unlock()
 		return nil
 	})
 	if err != nil {
@@ -142,11 +145,17 @@ func (p *Producer) SendBatch(ctx context.Context, msgs [][]byte, prio int) (int,
 // Reserve returns room for an n-byte message at priority prio, to be
 // filled in place and published by Commit (zero-copy). Several Reserves
 // may precede one Commit. It returns ErrFull if the lane has no room now.
+// The returned slice is shared memory: it must not be used after Commit,
+// Abort, or Close of the producer or the bus.
 func (p *Producer) Reserve(prio, n int) ([]byte, error) {
 	l, err := p.lane(prio)
 	if err != nil {
 		return nil, err
 	}
+	if err := p.b.enter(); err != nil {
+		return nil, err
+	}
+	defer p.b.exit()
 	var buf []byte
 	err = segment.Guard(func() error {
 		var err error
@@ -157,23 +166,35 @@ func (p *Producer) Reserve(prio, n int) ([]byte, error) {
 }
 
 // Commit publishes every reserved message, all at once.
-func (p *Producer) Commit() error {
+func (p *Producer) Commit() error { return p.each((*ring.Producer).Commit) }
+
+// Abort drops every reserved message unpublished.
+func (p *Producer) Abort() error { return p.each((*ring.Producer).Abort) }
+
+func (p *Producer) each(f func(*ring.Producer)) error {
+	if p.closed {
+		return fmt.Errorf("bus %q: producer: %w", p.b.name, ErrClosed)
+	}
+	if err := p.b.enter(); err != nil {
+		return err
+	}
+	defer p.b.exit()
 	return p.wrap(segment.Guard(func() error {
 		for _, l := range p.lanes {
-			l.Commit()
+			f(l)
 		}
 		return nil
 	}))
 }
 
-// Abort drops every reserved message unpublished.
-func (p *Producer) Abort() error {
-	return p.wrap(segment.Guard(func() error {
-		for _, l := range p.lanes {
-			l.Abort()
-		}
-		return nil
-	}))
+// abandon drops what the producer reserved and adds its statistics; the
+// bus calls it when it closes with the producer still open.
+func (p *Producer) abandon() {
+	for _, l := range p.lanes {
+		l.Abort()
+		l.Flush()
+	}
+	p.closed = true
 }
 
 func (p *Producer) wrap(err error) error {
@@ -194,6 +215,9 @@ func (p *Producer) Close() error {
 		return nil // the bus closed first and released everything
 	}
 	defer p.b.exit()
+	p.b.mu.Lock()
+	delete(p.b.producers, p)
+	p.b.mu.Unlock()
 	return segment.Guard(func() error {
 		for _, l := range p.lanes {
 			l.Commit()

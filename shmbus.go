@@ -124,8 +124,10 @@ type Bus struct {
 	lanes  []*ring.Lane
 	data   *ring.Doorbell
 	peers  *peerTable
-	mu     sync.Mutex // serialises Close
+	mu     sync.Mutex // guards producers
 	closed atomic.Bool
+
+	producers map[*Producer]struct{} // open producers of this process
 
 	// calls counts the calls using the mapping, plus closingBit once Close
 	// has begun; the last call to leave after that closes drained.
@@ -293,7 +295,8 @@ func open(name string, opts *OpenOptions) (*Bus, error) {
 
 func attach(name string, m *segment.Mapping, h layout.Header, g layout.Geometry, set *sem.Set) *Bus {
 	seg := m.Bytes()
-	b := &Bus{name: name, m: m, seg: seg, hdr: h, g: g, sems: set, drained: make(chan struct{})}
+	b := &Bus{name: name, m: m, seg: seg, hdr: h, g: g, sems: set, drained: make(chan struct{}),
+		producers: map[*Producer]struct{}{}}
 	b.data = ring.NewDoorbell(seg, layout.OffDataSeq, b.sleeper(0),
 		layout.Word64(seg, layout.OffConsumerSleeps), layout.Word64(seg, layout.OffConsumerWakes))
 	for i := range g.Lanes {
@@ -348,8 +351,6 @@ func (b *Bus) errClosed() error { return fmt.Errorf("bus %q: %w", b.name, ErrClo
 // ErrClosed, the roles and peer slots this process holds are released, and
 // the segment is unmapped. The bus itself stays (see Remove).
 func (b *Bus) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed.Swap(true) {
 		return nil
 	}
@@ -358,7 +359,18 @@ func (b *Bus) Close() error {
 	}
 	b.kickAll()
 	<-b.drained
-	err := segment.Guard(func() error { b.peers.releaseAll(); return nil })
+	// No call is running now. Reservations a producer has not committed
+	// become padding: its slot is freed below, and a free slot's claim
+	// would never be recovered.
+	err := segment.Guard(func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for p := range b.producers {
+			p.abandon()
+		}
+		b.peers.releaseAll()
+		return nil
+	})
 	return errors.Join(err, b.m.Close())
 }
 

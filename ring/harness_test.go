@@ -11,6 +11,7 @@ import (
 
 	"github.com/shmbus/shmbus/futex"
 	"github.com/shmbus/shmbus/layout"
+	"github.com/shmbus/shmbus/sem"
 )
 
 // futexSleeper adapts package futex to Sleeper.
@@ -20,6 +21,24 @@ func (futexSleeper) Sleep(w *atomic.Uint32, v uint32, d time.Time) error { retur
 func (futexSleeper) Wake(w *atomic.Uint32, n int) error {
 	_, err := futex.Wake(w, n)
 	return err
+}
+
+// semSleeper adapts one semaphore of a System V set to Sleeper.
+type semSleeper struct {
+	set *sem.Set
+	num int
+}
+
+func (s semSleeper) Sleep(w *atomic.Uint32, v uint32, d time.Time) error {
+	return s.set.Wait(s.num, w, v, d)
+}
+func (s semSleeper) Wake(_ *atomic.Uint32, n int) error { return s.set.Wake(s.num, n) }
+
+// forModes runs f once per wake mode.
+func forModes(t *testing.T, f func(t *testing.T, mode layout.WakeMode)) {
+	for _, m := range []layout.WakeMode{layout.WakeFutex, layout.WakeSem} {
+		t.Run(m.String(), func(t *testing.T) { f(t, m) })
+	}
 }
 
 // testPeers is a peer table whose states the test decides.
@@ -66,11 +85,20 @@ func newTestSeg(t testing.TB, cfg layout.Config, start uint64) *testSeg {
 	h := layout.NewHeader(g)
 	h.Encode(seg)
 	s := &testSeg{seg: seg, g: g}
+	sleeper := func(int) Sleeper { return futexSleeper{} }
+	if cfg.WakeMode == layout.WakeSem {
+		set, err := sem.Create(1+len(g.Lanes), 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { set.Remove() })
+		sleeper = func(i int) Sleeper { return semSleeper{set, i} }
+	}
 	for i := range g.Lanes {
 		InitLane(seg, &g, i, start)
-		s.lanes = append(s.lanes, NewLane(seg, &g, i, futexSleeper{}))
+		s.lanes = append(s.lanes, NewLane(seg, &g, i, sleeper(1+i)))
 	}
-	s.data = NewDoorbell(seg, layout.OffDataSeq, futexSleeper{}, layout.Word64(seg, layout.OffConsumerSleeps), layout.Word64(seg, layout.OffConsumerWakes))
+	s.data = NewDoorbell(seg, layout.OffDataSeq, sleeper(0), layout.Word64(seg, layout.OffConsumerSleeps), layout.Word64(seg, layout.OffConsumerWakes))
 	s.peers = &testPeers{seg: seg, g: &s.g, states: make([]PeerState, cfg.PeerSlots)}
 	return s
 }

@@ -182,10 +182,12 @@ func TestSendBatch(t *testing.T) {
 
 // TestPositionWrap starts the positions just below 2^32 and just below 2^64
 // and runs many laps: positions are compared only by difference.
-func TestPositionWrap(t *testing.T) {
+func TestPositionWrap(t *testing.T) { forModes(t, testPositionWrap) }
+
+func testPositionWrap(t *testing.T, mode layout.WakeMode) {
 	for _, start := range []uint64{1<<32 - 4096 - 8, 1<<64 - 64*1024 + 8, 1<<32 - 8} {
 		for _, multi := range []bool{false, true} {
-			cfg := layout.Config{Lanes: 1, LaneCapacity: 1024}
+			cfg := layout.Config{Lanes: 1, LaneCapacity: 1024, WakeMode: mode}
 			if multi {
 				cfg.Flags = layout.FlagMultiProducer
 			}
@@ -274,13 +276,17 @@ func runPair(t *testing.T, s *testSeg, producers, n, batch int) {
 }
 
 func TestMPSCGoroutines(t *testing.T) {
-	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 8192, Flags: layout.FlagMultiProducer}, 0)
-	runPair(t, s, 3, 30000, 8)
+	forModes(t, func(t *testing.T, mode layout.WakeMode) {
+		s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 8192, Flags: layout.FlagMultiProducer, WakeMode: mode}, 0)
+		runPair(t, s, 3, 30000, 8)
+	})
 }
 
-func TestSPSCSleepWake(t *testing.T) {
+func TestSPSCSleepWake(t *testing.T) { forModes(t, testSPSCSleepWake) }
+
+func testSPSCSleepWake(t *testing.T, mode layout.WakeMode) {
 	// A slow producer makes the consumer sleep and be woken many times.
-	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 4096}, 0)
+	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 4096, WakeMode: mode}, 0)
 	p, c := s.producer(0, 0), s.consumer(t, 0)
 	const n = 200
 	go func() {
@@ -314,8 +320,10 @@ func TestSPSCSleepWake(t *testing.T) {
 	}
 }
 
-func TestWaitDeadlineAndStop(t *testing.T) {
-	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 1024}, 0)
+func TestWaitDeadlineAndStop(t *testing.T) { forModes(t, testWaitDeadlineAndStop) }
+
+func testWaitDeadlineAndStop(t *testing.T, mode layout.WakeMode) {
+	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 1024, WakeMode: mode}, 0)
 	c := s.consumer(t, 0)
 	if err := c.Wait(s.data, nil, time.Now().Add(20*time.Millisecond), nil, nil); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("wait on empty lane: %v", err)
@@ -350,8 +358,10 @@ type atomic32 struct {
 func (a *atomic32) set()      { a.mu.Lock(); a.v = true; a.mu.Unlock() }
 func (a *atomic32) get() bool { a.mu.Lock(); defer a.mu.Unlock(); return a.v }
 
-func TestProducerWaitsForRoom(t *testing.T) {
-	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 1024, RecordLimit: 512}, 0)
+func TestProducerWaitsForRoom(t *testing.T) { forModes(t, testProducerWaitsForRoom) }
+
+func testProducerWaitsForRoom(t *testing.T, mode layout.WakeMode) {
+	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 1024, RecordLimit: 512, WakeMode: mode}, 0)
 	p, c := s.producer(0, 0), s.consumer(t, 0)
 	p.Send(make([]byte, 500))
 	p.Send(make([]byte, 500))
