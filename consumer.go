@@ -2,6 +2,7 @@ package shmbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -59,6 +60,28 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 	}
 	return c, nil
 }
+
+// AwaitConsumer is NewConsumer that, while a live process holds the
+// consumer role, waits for it to be given back (or its holder to die)
+// until ctx is done.
+func (b *Bus) AwaitConsumer(ctx context.Context) (*Consumer, error) {
+	for {
+		c, err := b.NewConsumer()
+		if !errors.Is(err, ErrBusy) {
+			return c, err
+		}
+		t := time.NewTimer(roleRetry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("bus %q: await consumer role: %w (%w)", b.name, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// roleRetry is how often AwaitConsumer looks at the consumer role again.
+const roleRetry = 10 * time.Millisecond
 
 func (c *Consumer) check() error {
 	if c.closed {
