@@ -2,6 +2,7 @@ package shmbus
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -20,6 +21,7 @@ type Consumer struct {
 	lanes  []*ring.Consumer
 	spin   ring.Spinner
 	closed bool
+	asm    *assembler
 
 	lastRecover time.Time
 }
@@ -43,7 +45,11 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 			b.peers.release(slot)
 			return err
 		}
-		c = &Consumer{b: b, slot: slot}
+		c = &Consumer{b: b, slot: slot, asm: newAssembler(b)}
+		c.asm.load()
+		b.mu.Lock()
+		b.consumer = c
+		b.mu.Unlock()
 		for _, l := range b.lanes {
 			lc, err := ring.NewConsumer(l)
 			if err != nil {
@@ -108,13 +114,118 @@ func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
 
 func (c *Consumer) receive(buf []byte) (int, int, error) {
 	for i := len(c.lanes) - 1; i >= 0; i-- {
-		n, _, err := c.lanes[i].Receive(buf)
+		m, err := c.next(i)
 		if err == ring.ErrEmpty {
 			continue
 		}
-		return n, i, err
+		if err != nil {
+			return 0, i, err
+		}
+		if len(m.data) > len(buf) {
+			return 0, i, &ShortBufferError{Need: len(m.data), Have: len(buf)}
+		}
+		n := copy(buf, m.data)
+		c.take(m)
+		c.lanes[i].Release()
+		c.finish(m)
+		return n, i, nil
 	}
 	return 0, 0, ErrEmpty
+}
+
+// message is the next complete message of a lane: a whole record (a view
+// of the ring) or a reassembled one (a view of its reassembly file).
+type message struct {
+	data []byte
+	lane int
+	asm  *asm
+	pos  uint64 // ring position of its last (or only) record
+}
+
+// next returns the next complete message of lane i without taking it,
+// absorbing (and releasing) the fragments of larger messages on the way.
+func (c *Consumer) next(i int) (message, error) {
+	l := c.lanes[i]
+	for {
+		r, p, err := l.Peek()
+		if err != nil {
+			return message{}, err
+		}
+		pos, slot := l.Position(), int(r.Producer)
+		x := c.asm.parts[[2]int{i, slot}]
+		if x != nil && x.holds(pos) {
+			// Absorbed (or delivered) by a consumer that died before
+			// releasing it.
+			if x.delivered() {
+				c.asm.discard(i, slot)
+			}
+			c.skip(l)
+			continue
+		}
+		switch r.Flags & (layout.FragBegin | layout.FragEnd) {
+		case layout.FragBegin | layout.FragEnd:
+			if x != nil {
+				c.asm.discard(i, slot) // its producer gave up on an earlier message
+			}
+			return message{data: p, lane: i, pos: pos}, nil
+		case layout.FragBegin:
+			if len(p) < 8 {
+				return message{}, fmt.Errorf("lane %d at %d: %w: first fragment of %d bytes", i, pos, ErrCorrupt, len(p))
+			}
+			total := binary.LittleEndian.Uint64(p)
+			if total > uint64(c.b.hdr.MaxMessage) || total < uint64(len(p)-8) {
+				return message{}, fmt.Errorf("lane %d at %d: %w: message of %d bytes (limit %d)", i, pos, ErrCorrupt, total, c.b.hdr.MaxMessage)
+			}
+			x, err := c.asm.begin(i, slot, c.b.peers.owner(slot).Load(), total)
+			if err != nil {
+				return message{}, err
+			}
+			if err := x.absorb(p[8:], pos); err != nil {
+				return message{}, err
+			}
+		case 0:
+			if x != nil { // else an orphan: its first fragment was lost with its producer
+				if err := x.absorb(p, pos); err != nil {
+					c.asm.discard(i, slot)
+				}
+			}
+		case layout.FragEnd:
+			if x == nil {
+				break // orphan
+			}
+			if f := x.filled(); f+uint64(len(p)) != x.total {
+				c.asm.discard(i, slot)
+				break
+			}
+			// Copied, not absorbed: the record stays until delivery, and
+			// copying it again after a crash writes the same bytes.
+			copy(x.data()[x.filled():], p)
+			return message{data: x.data(), lane: i, asm: x, pos: pos}, nil
+		}
+		c.skip(l)
+	}
+}
+
+// skip takes and releases the record at the read position of l.
+func (c *Consumer) skip(l *ring.Consumer) {
+	l.Next()
+	l.Release()
+}
+
+// take moves past m's last record (still to be released); for a
+// reassembled message it first marks the file delivered.
+func (c *Consumer) take(m message) {
+	if m.asm != nil {
+		m.asm.markDelivered(m.pos)
+	}
+	c.lanes[m.lane].Next()
+}
+
+// finish removes m's reassembly file, once its record is released.
+func (c *Consumer) finish(m message) {
+	if m.asm != nil {
+		c.asm.discard(m.lane, m.asm.slot)
+	}
 }
 
 // Receive is TryReceive that waits for a message until ctx is done (its
@@ -149,18 +260,25 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 	total := 0
 	err := segment.Guard(func() error {
 		for i := len(c.lanes) - 1; i >= 0; i-- {
-			left := 0
-			if max > 0 {
-				left = max - total
-				if left <= 0 {
+			l := c.lanes[i]
+			for max <= 0 || total < max {
+				m, err := c.next(i)
+				if err == ring.ErrEmpty {
 					break
 				}
+				if err != nil {
+					l.Release()
+					return err
+				}
+				f(m.data, i)
+				total++
+				c.take(m)
+				if m.asm != nil {
+					l.Release()
+					c.finish(m)
+				}
 			}
-			k, err := c.lanes[i].Poll(left, func(_ layout.Record, p []byte) { f(p, i) })
-			total += k
-			if err != nil {
-				return err
-			}
+			l.Release() // whole records: one release for the batch
 		}
 		return nil
 	})
@@ -193,9 +311,12 @@ func (c *Consumer) recover() {
 		return
 	}
 	c.lastRecover = time.Now()
-	for _, l := range c.lanes {
+	for i, l := range c.lanes {
 		if l.InFlight() {
 			l.Recover(c.b.peers)
+		}
+		if len(c.asm.parts) > 0 && !l.Ready() {
+			c.asm.collect(i)
 		}
 	}
 }
@@ -228,6 +349,18 @@ func (c *Consumer) wrap(err error) error {
 	return fmt.Errorf("bus %q: receive: %w", c.b.name, err)
 }
 
+// abandon releases what was taken and closes the reassembly files (they
+// stay for the next consumer); the bus calls it when it closes with the
+// consumer still open.
+func (c *Consumer) abandon() {
+	for _, l := range c.lanes {
+		l.Release()
+		l.Flush()
+	}
+	c.asm.close()
+	c.closed = true
+}
+
 // Close gives back the consumer role and slot. Messages taken by Poll are
 // already released; nothing is lost.
 func (c *Consumer) Close() error {
@@ -239,11 +372,11 @@ func (c *Consumer) Close() error {
 		return nil
 	}
 	defer c.b.exit()
+	c.b.mu.Lock()
+	c.b.consumer = nil
+	c.b.mu.Unlock()
 	return segment.Guard(func() error {
-		for _, l := range c.lanes {
-			l.Release()
-			l.Flush()
-		}
+		c.abandon()
 		c.b.peers.dropRole(layout.Word32(c.b.seg, layout.OffConsumer), c.slot)
 		c.b.peers.release(c.slot)
 		return nil

@@ -2,6 +2,7 @@ package shmbus
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -72,42 +73,89 @@ func (p *Producer) lane(prio int) (*ring.Producer, error) {
 }
 
 // TrySend sends msg at priority prio if there is room now, else returns
-// ErrFull. Priorities run from 0 (least urgent) to Priorities()-1.
+// ErrFull. Priorities run from 0 (least urgent) to Priorities()-1. A
+// message larger than one record (MaxRecordPayload) fails with ErrFull
+// only if its first fragment finds no room; once started, it waits for
+// room for the rest (a half-sent message is never left behind on purpose).
 func (p *Producer) TrySend(msg []byte, prio int) error {
-	l, err := p.lane(prio)
-	if err != nil {
-		return err
-	}
-	if err := p.b.enter(); err != nil {
-		return err
-	}
-	defer p.b.exit()
-	return p.wrap(segment.Guard(func() error { return l.Send(msg) }))
+	return p.send(context.Background(), msg, prio, true)
 }
 
 // Send sends msg at priority prio, waiting for room until ctx is done (its
 // error is returned), the bus is closed (ErrClosed), or, on a fail-fast
-// bus, returning ErrFull at once.
+// bus, returning ErrFull at once. A message larger than MaxMessage fails
+// with ErrTooLarge before anything is written. A message larger than one
+// record is sent as fragments that the consumer reassembles; if ctx ends
+// in the middle, the fragments sent are dropped by the consumer when this
+// producer's next message (or its departure) shows the message will not
+// be finished.
 func (p *Producer) Send(ctx context.Context, msg []byte, prio int) error {
+	return p.send(ctx, msg, prio, p.b.hdr.Flags&layout.FlagFailFast != 0)
+}
+
+func (p *Producer) send(ctx context.Context, msg []byte, prio int, failFast bool) error {
 	l, err := p.lane(prio)
 	if err != nil {
 		return err
+	}
+	if len(msg) > p.b.MaxMessage() {
+		return fmt.Errorf("bus %q: send: %w: %d bytes, the bus accepts up to %d", p.b.name, ErrTooLarge, len(msg), p.b.MaxMessage())
 	}
 	if err := p.b.enter(); err != nil {
 		return err
 	}
 	defer p.b.exit()
 	return p.wrap(segment.Guard(func() error {
-		for {
-			err := l.Send(msg)
-			if err != ring.ErrFull || p.b.hdr.Flags&layout.FlagFailFast != 0 {
-				return err
-			}
-			if err := p.b.waitRoom(ctx, l, ring.RecordSize(len(msg)), &p.spin); err != nil {
-				return err
+		if len(msg) <= l.MaxPayload() {
+			for {
+				err := l.Send(msg)
+				if err != ring.ErrFull || failFast {
+					return err
+				}
+				if err := p.b.waitRoom(ctx, l, ring.RecordSize(len(msg)), &p.spin); err != nil {
+					return err
+				}
 			}
 		}
+		return p.sendFragments(ctx, l, msg, failFast)
 	}))
+}
+
+// sendFragments sends msg, larger than one record, as fragments: the first
+// carries the total length before its share of the bytes.
+func (p *Producer) sendFragments(ctx context.Context, l *ring.Producer, msg []byte, failFast bool) error {
+	max := l.MaxPayload()
+	for off, first := 0, true; off < len(msg); first = false {
+		n, head := max, 0
+		flags := uint8(0)
+		if first {
+			flags, head = layout.FragBegin, 8
+		}
+		n = min(n, len(msg)-off+head)
+		if off+n-head == len(msg) {
+			flags |= layout.FragEnd
+		}
+		buf, err := l.Reserve(n, flags)
+		for err == ring.ErrFull {
+			if first && failFast {
+				return err
+			}
+			if err := p.b.waitRoom(ctx, l, ring.RecordSize(n), &p.spin); err != nil {
+				return err
+			}
+			buf, err = l.Reserve(n, flags)
+		}
+		if err != nil {
+			return err
+		}
+		if first {
+			binary.LittleEndian.PutUint64(buf, uint64(len(msg)))
+		}
+		copy(buf[head:], msg[off:])
+		l.Commit()
+		off += n - head
+	}
+	return nil
 }
 
 // SendBatch sends msgs at priority prio with as few claims as room allows
@@ -124,13 +172,24 @@ func (p *Producer) SendBatch(ctx context.Context, msgs [][]byte, prio int) (int,
 	defer p.b.exit()
 	sent := 0
 	err = segment.Guard(func() error {
+		failFast := p.b.hdr.Flags&layout.FlagFailFast != 0
 		for sent < len(msgs) {
+			if m := msgs[sent]; len(m) > l.MaxPayload() {
+				if len(m) > p.b.MaxMessage() {
+					return fmt.Errorf("%w: %d bytes, the bus accepts up to %d", ErrTooLarge, len(m), p.b.MaxMessage())
+				}
+				if err := p.sendFragments(ctx, l, m, failFast); err != nil {
+					return err
+				}
+				sent++
+				continue
+			}
 			k, err := l.SendBatch(msgs[sent:])
 			sent += k
 			if err == nil {
 				continue
 			}
-			if err != ring.ErrFull || p.b.hdr.Flags&layout.FlagFailFast != 0 {
+			if err != ring.ErrFull || failFast {
 				return err
 			}
 			if err := p.b.waitRoom(ctx, l, ring.RecordSize(len(msgs[sent])), &p.spin); err != nil {

@@ -128,6 +128,7 @@ type Bus struct {
 	closed atomic.Bool
 
 	producers map[*Producer]struct{} // open producers of this process
+	consumer  *Consumer              // the open consumer of this process, if any
 
 	// calls counts the calls using the mapping, plus closingBit once Close
 	// has begun; the last call to leave after that closes drained.
@@ -368,6 +369,9 @@ func (b *Bus) Close() error {
 		for p := range b.producers {
 			p.abandon()
 		}
+		if b.consumer != nil {
+			b.consumer.abandon()
+		}
 		b.peers.releaseAll()
 		return nil
 	})
@@ -396,6 +400,7 @@ func (b *Bus) Remove() error {
 	if set != nil {
 		err = errors.Join(err, set.Remove())
 	}
+	removeAsmFiles(path)
 	return errors.Join(err, segment.Remove(path))
 }
 
@@ -417,6 +422,7 @@ func Remove(dir, name string) error {
 		}
 		m.Close()
 	}
+	removeAsmFiles(path)
 	if err := segment.Remove(path); err != nil {
 		return fmt.Errorf("remove bus %q: %w", name, err)
 	}

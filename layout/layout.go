@@ -474,7 +474,9 @@ const (
 	TypePadding = 2
 )
 
-// Record flags (fragment bits). A whole message is FragBegin|FragEnd.
+// Record flags (fragment bits). A whole message is FragBegin|FragEnd; a
+// larger one is a FragBegin record, records with neither flag, and a
+// FragEnd record.
 const (
 	FragBegin   = 1 << 0
 	FragEnd     = 1 << 1
@@ -514,7 +516,7 @@ func (r Record) Check(off, c, limit uint64) (uint64, error) {
 			return 0, fmt.Errorf("%w: padding record of length %d at offset %d", ErrCorrupt, n, off)
 		}
 	case TypeData:
-		if n <= RecordHeader || n > limit || span > c-off || r.Flags&^knownRecord != 0 || r.Flags == 0 {
+		if n < RecordHeader || n > limit || span > c-off || r.Flags&^knownRecord != 0 {
 			return 0, fmt.Errorf("%w: data record of length %d flags %#x at offset %d (limit %d)", ErrCorrupt, n, r.Flags, off, limit)
 		}
 	default:

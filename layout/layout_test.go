@@ -165,7 +165,8 @@ func TestRecordCheck(t *testing.T) {
 		{Record{Length: 16, Type: TypePadding}, 1008, 16, true},
 		{Record{Length: 24, Type: TypePadding}, 1008, 0, false},
 		{Record{Length: 9, Type: TypeData, Flags: FragEnd}, 0, 16, true},
-		{Record{Length: 8, Type: TypeData, Flags: 3}, 0, 0, false},
+		{Record{Length: 8, Type: TypeData, Flags: 3}, 0, 8, true},
+		{Record{Length: 7, Type: TypeData, Flags: 3}, 0, 0, false},
 		{Record{Length: 200, Type: TypeData, Flags: 3}, 0, 0, false},
 	} {
 		span, err := tc.r.Check(tc.off, 1024, 128)

@@ -108,7 +108,9 @@ func (c *Consumer) Next() (layout.Record, []byte, error) {
 		return r, p, err
 	}
 	c.pos += layout.AlignRecord(uint64(r.Length))
-	c.msgs++
+	if r.Flags&layout.FragEnd != 0 {
+		c.msgs++
+	}
 	c.bytes += uint64(len(p))
 	return r, p, nil
 }
@@ -181,7 +183,9 @@ func (c *Consumer) Receive(buf []byte) (int, layout.Record, error) {
 	}
 	n := copy(buf, p)
 	c.pos += layout.AlignRecord(uint64(r.Length))
-	c.msgs++
+	if r.Flags&layout.FragEnd != 0 {
+		c.msgs++
+	}
 	c.bytes += uint64(n)
 	c.Release()
 	return n, r, nil

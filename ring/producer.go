@@ -42,6 +42,7 @@ const statsEvery = 256
 type pending struct {
 	off    uint64
 	length uint32
+	end    bool // the last (or only) record of a message
 }
 
 // NewProducer makes a producer for lane l writing as peer slot id, whose
@@ -81,7 +82,7 @@ func (p *Producer) Batch(size int) error {
 // it first publishes what it holds. flags are the fragment bits
 // (layout.FragBegin|layout.FragEnd for a whole message).
 func (p *Producer) Reserve(n int, flags uint8) ([]byte, error) {
-	if n <= 0 || uint64(n)+layout.RecordHeader > p.l.limit {
+	if n < 0 || uint64(n)+layout.RecordHeader > p.l.limit {
 		return nil, fmt.Errorf("lane %d: %d-byte record, limit %d: %w", p.l.index, n, p.MaxPayload(), ErrTooLarge)
 	}
 	need := layout.AlignRecord(uint64(n) + layout.RecordHeader)
@@ -95,7 +96,7 @@ func (p *Producer) Reserve(n int, flags uint8) ([]byte, error) {
 	}
 	off := p.cur & p.l.mask
 	p.l.setMeta(off, layout.Record{Type: layout.TypeData, Flags: flags, Producer: p.id}.Meta())
-	p.recs = append(p.recs, pending{off: off, length: uint32(n) + layout.RecordHeader})
+	p.recs = append(p.recs, pending{off: off, length: uint32(n) + layout.RecordHeader, end: flags&layout.FragEnd != 0})
 	p.cur += need
 	p.bytes += uint64(n)
 	return p.l.data[off+layout.RecordHeader : off+layout.RecordHeader+uint64(n) : off+layout.RecordHeader+uint64(n)], nil
@@ -202,7 +203,11 @@ func (p *Producer) Commit() {
 		// The commit: pairs with the consumer's Load in Peek.
 		l.lengthWord(p.recs[0].off).Store(p.recs[0].length)
 	}
-	p.unMsgs += uint64(len(p.recs))
+	for _, r := range p.recs {
+		if r.end {
+			p.unMsgs++
+		}
+	}
 	p.unBytes += p.bytes
 	if p.unMsgs >= statsEvery {
 		p.Flush()
@@ -270,7 +275,7 @@ func (p *Producer) SendBatch(msgs [][]byte) (int, error) {
 	}
 	k, size := 0, uint64(0)
 	for _, m := range msgs {
-		if len(m) == 0 || uint64(len(m))+layout.RecordHeader > p.l.limit {
+		if uint64(len(m))+layout.RecordHeader > p.l.limit {
 			break
 		}
 		s := layout.AlignRecord(uint64(len(m)) + layout.RecordHeader)

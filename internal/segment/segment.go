@@ -513,3 +513,32 @@ func openFD(path string, flags int, perm uint32) (int, error) {
 		}
 	}
 }
+
+// OpenFile maps an existing regular file of at least min bytes read-write,
+// without interpreting its content: for the side files of a bus (the
+// consumer's reassembly files), whose own headers their users validate.
+func OpenFile(path string, min int64) (*Mapping, error) {
+	fd, err := openFD(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open %q: clear O_NONBLOCK: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	size, err := fileSize(f)
+	if err == nil && size < min {
+		err = fmt.Errorf("%w: %d bytes, need at least %d", layout.ErrCorrupt, size, min)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %q: %w", path, err)
+	}
+	mm, err := mmap.MapRegion(f, int(size), mmap.RDWR, 0, 0)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("map %q: %w", path, err)
+	}
+	return &Mapping{mm: mm, file: f, path: path}, nil
+}

@@ -1,0 +1,208 @@
+package shmbus
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/shmbus/shmbus/internal/segment"
+	"github.com/shmbus/shmbus/ring"
+)
+
+// Large messages.
+//
+// A message larger than one record's payload is sent as fragments: a
+// FragBegin record whose payload starts with the message's total length
+// (8 bytes, little-endian) followed by its first bytes, then records with
+// no fragment flag, then a FragEnd record. One producer sends one message
+// at a time per lane, so on a lane the fragments of different producers
+// may interleave but each producer's are in order; the consumer tells them
+// apart by the producer slot in the record header. A message takes its
+// place in the receive order where its FragEnd record is.
+//
+// Fragments must be released as they arrive (a message may be larger than
+// the lane), so the consumer copies them into a reassembly file beside the
+// segment, one per (lane, producer slot): NAME~asm.LANE.SLOT, on the same
+// tmpfs. The file records the ring position of the last fragment it
+// absorbed, so a consumer that takes over from a dead one loads the files,
+// skips fragments they already hold, and loses nothing. A message is
+// delivered from its file; then the file is marked delivered, the FragEnd
+// record released, and the file removed (a crash in between is detected by
+// the mark).
+
+const asmHeader = 64
+
+var asmMagic = [8]byte{'S', 'H', 'M', 'B', 'A', 'S', 'M', '1'}
+
+// Reassembly file header offsets.
+const (
+	asmOffLane    = 8  // u32
+	asmOffSlot    = 12 // u32
+	asmOffTag     = 16 // u64: the producer's owner tag
+	asmOffTotal   = 24 // u64: message length
+	asmOffFilled  = 32 // u64: bytes absorbed
+	asmOffLastPos = 40 // u64: ring position of the last absorbed fragment
+	asmOffState   = 48 // u32: 0 assembling, 1 delivered
+)
+
+// asm is one message being reassembled.
+type asm struct {
+	m          *segment.Mapping
+	b          []byte
+	lane, slot int
+	total      uint64
+}
+
+func (x *asm) u64(off int) uint64       { return binary.LittleEndian.Uint64(x.b[off:]) }
+func (x *asm) put64(off int, v uint64)  { binary.LittleEndian.PutUint64(x.b[off:], v) }
+func (x *asm) tag() uint64              { return x.u64(asmOffTag) }
+func (x *asm) filled() uint64           { return x.u64(asmOffFilled) }
+func (x *asm) lastPos() uint64          { return x.u64(asmOffLastPos) }
+func (x *asm) delivered() bool          { return binary.LittleEndian.Uint32(x.b[asmOffState:]) == 1 }
+func (x *asm) data() []byte             { return x.b[asmHeader : asmHeader+x.total] }
+func (x *asm) holds(pos uint64) bool    { return int64(pos-x.lastPos()) <= 0 }
+func (x *asm) markDelivered(pos uint64) { x.put64(asmOffLastPos, pos); x.b[asmOffState] = 1 }
+
+// absorb appends a fragment found at ring position pos.
+func (x *asm) absorb(p []byte, pos uint64) error {
+	f := x.filled()
+	if uint64(len(p)) > x.total-f {
+		return fmt.Errorf("%w: fragment of %d bytes overflows a %d-byte message at %d", ErrCorrupt, len(p), x.total, f)
+	}
+	copy(x.b[asmHeader+f:], p)
+	// The data is in the file before the counters say so.
+	x.put64(asmOffFilled, f+uint64(len(p)))
+	x.put64(asmOffLastPos, pos)
+	return nil
+}
+
+// assembler holds a consumer's messages in reassembly.
+type assembler struct {
+	b     *Bus
+	base  string // segment path
+	mode  os.FileMode
+	parts map[[2]int]*asm
+}
+
+func newAssembler(b *Bus) *assembler {
+	mode := os.FileMode(DefaultMode)
+	if fi, err := b.m.File().Stat(); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	return &assembler{b: b, base: b.m.Path(), mode: mode, parts: map[[2]int]*asm{}}
+}
+
+func (a *assembler) path(lane, slot int) string {
+	return fmt.Sprintf("%s~asm.%d.%d", a.base, lane, slot)
+}
+
+// asmFiles lists the reassembly files of the bus whose segment is at base.
+func asmFiles(base string) []string {
+	m, _ := filepath.Glob(base + "~asm.*")
+	return m
+}
+
+// load takes over the reassembly files a previous consumer left. Files that
+// are damaged, or whose message was delivered, are removed.
+func (a *assembler) load() {
+	for _, path := range asmFiles(a.base) {
+		x, err := a.open(path)
+		if err != nil || x.delivered() {
+			if x != nil {
+				x.m.Close()
+			}
+			os.Remove(path)
+			continue
+		}
+		a.parts[[2]int{x.lane, x.slot}] = x
+	}
+}
+
+func (a *assembler) open(path string) (*asm, error) {
+	suffix := strings.TrimPrefix(path, a.base+"~asm.")
+	ls, ss, ok := strings.Cut(suffix, ".")
+	lane, err1 := strconv.Atoi(ls)
+	slot, err2 := strconv.Atoi(ss)
+	if !ok || err1 != nil || err2 != nil || lane < 0 || lane >= len(a.b.lanes) || slot < 0 || slot >= a.b.g.PeerSlots {
+		return nil, fmt.Errorf("%w: reassembly file name %q", ErrCorrupt, path)
+	}
+	m, err := segment.OpenFile(path, asmHeader)
+	if err != nil {
+		return nil, err
+	}
+	x := &asm{m: m, b: m.Bytes(), lane: lane, slot: slot}
+	x.total = x.u64(asmOffTotal)
+	if [8]byte(x.b[:8]) != asmMagic || x.total > uint64(a.b.hdr.MaxMessage) || uint64(len(x.b)) != asmHeader+x.total ||
+		x.filled() > x.total || binary.LittleEndian.Uint32(x.b[asmOffLane:]) != uint32(lane) ||
+		binary.LittleEndian.Uint32(x.b[asmOffSlot:]) != uint32(slot) {
+		m.Close()
+		return nil, fmt.Errorf("%w: reassembly file %q", ErrCorrupt, path)
+	}
+	return x, nil
+}
+
+// begin starts reassembling a message of total bytes from slot on lane,
+// replacing any unfinished one of the same producer (it gave up on it).
+func (a *assembler) begin(lane, slot int, tag, total uint64) (*asm, error) {
+	a.discard(lane, slot)
+	path := a.path(lane, slot)
+	os.Remove(path) // a leftover of a crashed consumer that load could not use
+	m, err := segment.Create(path, int64(asmHeader+total), a.mode)
+	if err != nil {
+		return nil, fmt.Errorf("reassembly file: %w", err)
+	}
+	x := &asm{m: m, b: m.Bytes(), lane: lane, slot: slot, total: total}
+	copy(x.b, asmMagic[:])
+	binary.LittleEndian.PutUint32(x.b[asmOffLane:], uint32(lane))
+	binary.LittleEndian.PutUint32(x.b[asmOffSlot:], uint32(slot))
+	x.put64(asmOffTag, tag)
+	x.put64(asmOffTotal, total)
+	a.parts[[2]int{lane, slot}] = x
+	return x, nil
+}
+
+// discard drops the message being reassembled for (lane, slot), if any.
+func (a *assembler) discard(lane, slot int) {
+	k := [2]int{lane, slot}
+	if x := a.parts[k]; x != nil {
+		delete(a.parts, k)
+		x.m.Close()
+		os.Remove(x.m.Path())
+	}
+}
+
+// collect drops unfinished messages of lane whose producer is gone (its
+// slot is free, dead, or owned by another process now). Call it only when
+// the lane has nothing published at the read position: a dead producer's
+// last fragments may still be in the ring, waiting to be absorbed.
+func (a *assembler) collect(lane int) {
+	for k, x := range a.parts {
+		if k[0] != lane {
+			continue
+		}
+		if owner := a.b.peers.owner(x.slot).Load(); owner != x.tag() || a.b.peers.State(x.slot) == ring.PeerDead {
+			a.discard(k[0], k[1])
+		}
+	}
+}
+
+// close unmaps the files; they stay for the next consumer.
+func (a *assembler) close() error {
+	var errs []error
+	for k, x := range a.parts {
+		errs = append(errs, x.m.Close())
+		delete(a.parts, k)
+	}
+	return errors.Join(errs...)
+}
+
+// removeAsmFiles deletes the reassembly files of the bus at base.
+func removeAsmFiles(base string) {
+	for _, p := range asmFiles(base) {
+		os.Remove(p)
+	}
+}

@@ -1,0 +1,190 @@
+package shmbus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func init() { roles["big-producer"] = roleBigProducer }
+
+var bigSizes = []int{1, 4 << 10, 1 << 20, 8 << 20, 64 << 20}
+
+// bigMsg fills buf[:size] with message seq of producer k: its header
+// (producer, sequence, CRC-32 of the body, size), or as much of it as
+// fits, then a pseudo-random body.
+func bigMsg(buf []byte, k, seq uint32, size int) []byte {
+	m := buf[:size]
+	x := mix(k, seq) | 1
+	for i := testHeader; i+8 <= size; i += 8 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		binary.LittleEndian.PutUint64(m[i:], x)
+	}
+	for i := max(testHeader, size&^7); i < size; i++ {
+		m[i] = byte(i)
+	}
+	var hdr [testHeader]byte
+	hdr[0] = byte(k)
+	binary.LittleEndian.PutUint32(hdr[1:], seq)
+	if size > testHeader {
+		binary.LittleEndian.PutUint32(hdr[5:], crc32.ChecksumIEEE(m[testHeader:]))
+	}
+	binary.LittleEndian.PutUint32(hdr[9:], uint32(size))
+	copy(m, hdr[:])
+	return m
+}
+
+// checkBig verifies a message made by bigMsg whose expected size is size.
+func checkBig(m []byte, k, seq uint32, size int) error {
+	if len(m) != size {
+		return fmt.Errorf("producer %d message %d: %d bytes, want %d", k, seq, len(m), size)
+	}
+	if m[0] != byte(k) {
+		return fmt.Errorf("message %d: producer byte %d, want %d", seq, m[0], k)
+	}
+	if size >= testHeader {
+		if s := binary.LittleEndian.Uint32(m[1:]); s != seq {
+			return fmt.Errorf("producer %d: sequence %d, want %d", k, s, seq)
+		}
+		if size > testHeader && crc32.ChecksumIEEE(m[testHeader:]) != binary.LittleEndian.Uint32(m[5:]) {
+			return fmt.Errorf("producer %d message %d (%d bytes): checksum mismatch", k, seq, size)
+		}
+	}
+	return nil
+}
+
+// roleBigProducer sends, as producer SHMBUS_K, SHMBUS_ROUNDS rounds of the
+// sizes in bigSizes, rotated by K so that producers send different sizes
+// at the same time.
+func roleBigProducer() error {
+	bus, err := Open(os.Getenv("SHMBUS_NAME"), nil)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	p, err := bus.NewProducer()
+	if err != nil {
+		return err
+	}
+	k, rounds := uint32(envInt("SHMBUS_K")), envInt("SHMBUS_ROUNDS")
+	buf := make([]byte, bigSizes[len(bigSizes)-1])
+	for seq := uint32(0); seq < uint32(rounds*len(bigSizes)); seq++ {
+		size := bigSizes[(int(seq)+int(k))%len(bigSizes)]
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		err := p.Send(ctx, bigMsg(buf, k, seq, size), 0)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("send %d (%d bytes): %w", seq, size, err)
+		}
+	}
+	return p.Close()
+}
+
+// TestLargeMessages sends messages of 1 B, 4 KiB, 1 MiB, 8 MiB and 64 MiB
+// through a 1 MiB lane, from one producer process and from three at once
+// (whose fragments interleave); every payload must arrive whole.
+func TestLargeMessages(t *testing.T) {
+	for _, producers := range []int{1, 3} {
+		mode := map[int]ProducerMode{1: SingleProducer, 3: MultiProducer}[producers]
+		t.Run(fmt.Sprintf("producers=%d", producers), func(t *testing.T) {
+			b := newBus(t, &Options{LaneCapacity: 1 << 20, MaxMessage: 64 << 20, Producers: mode})
+			c, err := b.NewConsumer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			const rounds = 2
+			errs := make(chan error, producers)
+			for k := 0; k < producers; k++ {
+				cmd := child(t, "big-producer", "SHMBUS_NAME="+b.Name(), fmt.Sprint("SHMBUS_K=", k), fmt.Sprint("SHMBUS_ROUNDS=", rounds))
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				go func() { errs <- waitTimeout(cmd, 5*time.Minute) }()
+			}
+			buf := make([]byte, 64<<20)
+			next := make([]uint32, producers)
+			for got := 0; got < producers*rounds*len(bigSizes); got++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				n, _, err := c.Receive(ctx, buf)
+				cancel()
+				if err != nil {
+					t.Fatalf("receive %d: %v", got, err)
+				}
+				k := uint32(buf[0])
+				if int(k) >= producers {
+					t.Fatalf("message from producer %d", k)
+				}
+				seq := next[k]
+				size := bigSizes[(int(seq)+int(k))%len(bigSizes)]
+				if err := checkBig(buf[:n], k, seq, size); err != nil {
+					t.Fatal(err)
+				}
+				next[k]++
+			}
+			for i := 0; i < producers; i++ {
+				if err := <-errs; err != nil {
+					t.Fatalf("producer: %v", err)
+				}
+			}
+			if _, _, err := c.TryReceive(buf); !errors.Is(err, ErrEmpty) {
+				t.Fatalf("more messages than sent: %v", err)
+			}
+			st, _ := b.Stats()
+			if l := st.Lanes[0]; l.MsgsIn != l.MsgsOut || l.MsgsOut != uint64(producers*rounds*len(bigSizes)) {
+				t.Fatalf("lane counted %d messages in, %d out", l.MsgsIn, l.MsgsOut)
+			}
+			if left := asmFiles(b.Path()); len(left) != 0 {
+				t.Fatalf("reassembly files left: %v", left)
+			}
+		})
+	}
+}
+
+func TestMessageLimits(t *testing.T) {
+	b := newBus(t, &Options{LaneCapacity: 64 << 10, MaxMessage: 1 << 20})
+	p, _ := b.NewProducer()
+	c, _ := b.NewConsumer()
+	if err := p.TrySend(make([]byte, 1<<20+1), 0); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("message over the maximum: %v", err)
+	}
+	if st, _ := b.Stats(); st.Lanes[0].Tail != st.Lanes[0].Head {
+		t.Fatal("a refused message wrote to the lane")
+	}
+	msg := bigMsg(make([]byte, 300<<10), 0, 0, 300<<10) // 300 KiB through a 64 KiB lane
+	done := make(chan error, 1)
+	go func() { done <- p.Send(context.Background(), msg, 0) }()
+	small := make([]byte, 1000)
+	var sb *ShortBufferError
+	for {
+		_, _, err := c.Receive(context.Background(), small)
+		if errors.As(err, &sb) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("receive with a small buffer: %v", err)
+		}
+	}
+	if sb.Need != len(msg) {
+		t.Fatalf("short buffer error says %d bytes are needed, want %d", sb.Need, len(msg))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, sb.Need)
+	n, _, err := c.TryReceive(buf)
+	if err != nil || checkBig(buf[:n], 0, 0, len(msg)) != nil {
+		t.Fatalf("message after the short buffer: %d bytes, %v", n, err)
+	}
+	if !strings.Contains(fmt.Sprint(sb), strconv.Itoa(len(msg))) {
+		t.Fatalf("short buffer error %q does not say the size", sb)
+	}
+}
