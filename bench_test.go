@@ -11,18 +11,21 @@ import (
 // sends size-byte messages (one Send per message, or SendBatch of 64) and
 // the benchmark goroutine receives them (TryReceive per message, or Poll).
 // ns/op is per message.
+// With several priority levels the producer cycles through them.
 func BenchmarkBus(b *testing.B) {
-	for _, size := range []int{64, 1024} {
-		for _, batch := range []bool{false, true} {
-			b.Run(fmt.Sprintf("size=%d/batch=%v", size, batch), func(b *testing.B) {
-				benchBus(b, size, batch)
-			})
+	for _, prios := range []int{1, 4} {
+		for _, size := range []int{64, 64 << 10} {
+			for _, batch := range []bool{false, true} {
+				b.Run(fmt.Sprintf("priorities=%d/size=%d/batch=%v", prios, size, batch), func(b *testing.B) {
+					benchBus(b, prios, size, batch)
+				})
+			}
 		}
 	}
 }
 
-func benchBus(b *testing.B, size int, batch bool) {
-	bus, err := Create(fmt.Sprintf("bench-%d", time.Now().UnixNano()), &Options{Producers: SingleProducer})
+func benchBus(b *testing.B, prios, size int, batch bool) {
+	bus, err := Create(fmt.Sprintf("bench-%d", time.Now().UnixNano()), &Options{Producers: SingleProducer, Priorities: prios})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,11 +44,12 @@ func benchBus(b *testing.B, size int, batch bool) {
 			msgs[i] = msg
 		}
 		for sent := 0; sent < b.N; {
+			prio := sent % prios
 			if batch {
-				k, _ := p.SendBatch(ctx, msgs[:min(64, b.N-sent)], 0)
+				k, _ := p.SendBatch(ctx, msgs[:min(64, b.N-sent)], prio)
 				sent += k
 			} else {
-				p.Send(ctx, msg, 0)
+				p.Send(ctx, msg, prio)
 				sent++
 			}
 		}

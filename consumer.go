@@ -130,7 +130,14 @@ func (c *Consumer) receive(buf []byte) (int, int, error) {
 		c.finish(m)
 		return n, i, nil
 	}
+	c.flush() // idle: make the shared counters exact
 	return 0, 0, ErrEmpty
+}
+
+func (c *Consumer) flush() {
+	for _, l := range c.lanes {
+		l.Flush()
+	}
 }
 
 // message is the next complete message of a lane: a whole record (a view
@@ -280,6 +287,9 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 			}
 			l.Release() // whole records: one release for the batch
 		}
+		if total == 0 {
+			c.flush()
+		}
 		return nil
 	})
 	return total, c.wrap(err)
@@ -325,6 +335,7 @@ func (c *Consumer) wait(ctx context.Context) error {
 	stop, cleanup := c.b.stopper(ctx, c.b.data)
 	defer cleanup()
 	backstop := time.Duration(0)
+	c.flush() // about to wait: make the shared counters exact
 	for _, l := range c.lanes {
 		if l.InFlight() {
 			backstop = inFlightBackstop

@@ -9,8 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shmbus/shmbus/internal/failpoint"
 )
 
 func init() { roles["big-producer"] = roleBigProducer }
@@ -186,5 +189,102 @@ func TestMessageLimits(t *testing.T) {
 	}
 	if !strings.Contains(fmt.Sprint(sb), strconv.Itoa(len(msg))) {
 		t.Fatalf("short buffer error %q does not say the size", sb)
+	}
+}
+
+// TestAbandonedMessages: a Send whose deadline passes in the middle of a
+// large message, and a producer killed in the middle of one, leave partial
+// messages that are never delivered; what follows arrives intact and the
+// reassembly files go away.
+func TestAbandonedMessages(t *testing.T) {
+	forEachWake(t, func(t *testing.T, wake WakeMode) {
+		b := newBus(t, &Options{Wake: wake, LaneCapacity: 64 << 10, MaxMessage: 8 << 20})
+		c, _ := b.NewConsumer()
+		p, _ := b.NewProducer()
+		big := bigMsg(make([]byte, 4<<20), 0, 0, 4<<20)
+		// Nobody reads yet: the lane fills up and the deadline passes.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		err := p.Send(ctx, big, 0)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("send of a message larger than the lane with nobody reading: %v", err)
+		}
+		recv := make(chan error, 1)
+		buf := make([]byte, 8<<20)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n, _, err := c.Receive(ctx, buf)
+			if err == nil && string(buf[:n]) != "after the abandoned one" {
+				err = fmt.Errorf("received %d bytes %.20q", n, buf[:n])
+			}
+			recv <- err
+		}()
+		time.Sleep(20 * time.Millisecond) // the consumer absorbs the partial message
+		if err := p.Send(context.Background(), []byte("after the abandoned one"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-recv; err != nil {
+			t.Fatal(err)
+		}
+		if left := asmFiles(b.Path()); len(left) != 0 {
+			t.Fatalf("reassembly file of the abandoned message left: %v", left)
+		}
+
+		// A producer process killed in the middle of a large message.
+		victim := child(t, "producer-die-mid-message", "SHMBUS_NAME="+b.Name())
+		if err := victim.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n, _, err := c.Receive(ctx, buf)
+			if err == nil && string(buf[:n]) != "after the dead one" {
+				err = fmt.Errorf("received %d bytes %.20q", n, buf[:n])
+			}
+			recv <- err
+		}()
+		if err := waitTimeout(victim, time.Minute); err == nil {
+			t.Fatal("victim exited cleanly; the failpoint did not fire")
+		}
+		p.Send(context.Background(), []byte("after the dead one"), 0)
+		if err := <-recv; err != nil {
+			t.Fatal(err)
+		}
+		// The dead producer's partial message is dropped once the lane is
+		// idle and the consumer looks (after a sleep).
+		for give := time.Now().Add(5 * time.Second); len(asmFiles(b.Path())) != 0; {
+			if time.Now().After(give) {
+				t.Fatalf("the dead producer's partial message was never dropped: %v", asmFiles(b.Path()))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			_, _, err := c.Receive(ctx, buf)
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("unexpected message or error: %v", err)
+			}
+		}
+	})
+}
+
+func init() {
+	roles["producer-die-mid-message"] = func() error {
+		bus, err := Open(os.Getenv("SHMBUS_NAME"), nil)
+		if err != nil {
+			return err
+		}
+		p, err := bus.NewProducer()
+		if err != nil {
+			return err
+		}
+		claims := 0
+		failpoint.AfterClaim.Set(func() {
+			if claims++; claims == 20 {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				time.Sleep(time.Hour)
+			}
+		})
+		return p.Send(context.Background(), bigMsg(make([]byte, 4<<20), 1, 0, 4<<20), 0)
 	}
 }

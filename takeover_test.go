@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -238,9 +239,18 @@ func TestConsumerTakeoverMidReassembly(t *testing.T) {
 		}
 		first, sc1 := start()
 		read(sc1, 5+round*3)
-		// Kill it while it holds a partly reassembled message.
-		for deadline := time.Now().Add(10 * time.Second); len(asmFiles(b.Path())) == 0 && time.Now().Before(deadline); {
-			time.Sleep(50 * time.Microsecond)
+		// Kill it while it holds a partly reassembled message: freeze it
+		// when a reassembly file exists, and kill it if one still does.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			if len(asmFiles(b.Path())) == 0 {
+				time.Sleep(50 * time.Microsecond)
+				continue
+			}
+			first.Process.Signal(syscall.SIGSTOP)
+			if len(asmFiles(b.Path())) != 0 {
+				break
+			}
+			first.Process.Signal(syscall.SIGCONT)
 		}
 		first.Process.Kill()
 		read(sc1, -1)

@@ -81,7 +81,6 @@ func (c *Consumer) Peek() (layout.Record, []byte, error) {
 		off := c.pos & l.mask
 		n := l.lengthWord(off).Load() // pairs with the producer's Store in Commit
 		if n == 0 {
-			c.Flush() // idle: make the counters exact
 			return layout.Record{}, nil, ErrEmpty
 		}
 		r := layout.RecordFromWords(n, l.meta(off))
@@ -142,7 +141,7 @@ func (c *Consumer) Release() {
 }
 
 // Flush adds locally counted statistics to the lane's shared counters
-// (done every 256 messages, and whenever the lane is found empty).
+// (done every 256 messages, and before the consumer waits).
 func (c *Consumer) Flush() {
 	if c.unMsgs != 0 || c.unBytes != 0 {
 		c.l.msgsOut.Add(c.unMsgs)
@@ -201,5 +200,6 @@ func (c *Consumer) Wait(data *Doorbell, peers Peers, deadline time.Time, stop fu
 			c.Recover(peers)
 		}
 	}
+	c.Flush()
 	return data.Wait(c.Ready, stop, deadline, spin, 0, recover)
 }
