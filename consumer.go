@@ -41,7 +41,7 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 			return err
 		}
 		role := layout.Word32(b.seg, layout.OffConsumer)
-		if err := b.peers.takeRole(role, slot, "the consumer role"); err != nil {
+		if err := b.peers.takeRole(role, slot, layout.RoleConsumer, "the consumer role"); err != nil {
 			b.peers.release(slot)
 			return err
 		}
@@ -116,6 +116,11 @@ func (c *Consumer) receive(buf []byte) (int, int, error) {
 	for i := len(c.lanes) - 1; i >= 0; i-- {
 		m, err := c.next(i)
 		if err == ring.ErrEmpty {
+			if c.lanes[i].InFlight() {
+				// Stuck behind a claim while other lanes keep the consumer
+				// busy (so it never sleeps): look for a dead claimant too.
+				c.recover()
+			}
 			continue
 		}
 		if err != nil {
@@ -159,6 +164,9 @@ func (c *Consumer) next(i int) (message, error) {
 			return message{}, err
 		}
 		pos, slot := l.Position(), int(r.Producer)
+		if r.Flags&(layout.FragBegin|layout.FragEnd) != layout.FragBegin|layout.FragEnd && slot >= c.b.g.PeerSlots {
+			return message{}, fmt.Errorf("lane %d at %d: %w: fragment from producer slot %d of %d", i, pos, ErrCorrupt, slot, c.b.g.PeerSlots)
+		}
 		x := c.asm.parts[[2]int{i, slot}]
 		if x != nil && x.holds(pos) {
 			// Absorbed (or delivered) by a consumer that died before
@@ -271,6 +279,9 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 			for max <= 0 || total < max {
 				m, err := c.next(i)
 				if err == ring.ErrEmpty {
+					if l.InFlight() {
+						c.recover()
+					}
 					break
 				}
 				if err != nil {

@@ -174,8 +174,10 @@ func (t *peerTable) releaseAll() {
 }
 
 // takeRole makes slot the holder of the role word w (slot index + 1, 0 =
-// nobody): at once if nobody holds it, or if its holder is provably dead.
-func (t *peerTable) takeRole(w *atomic.Uint32, slot int, what string) error {
+// nobody): at once if nobody holds it, or if its holder is provably dead,
+// or if the slot it names now belongs to a peer without that role (the
+// holder died and its slot was reused).
+func (t *peerTable) takeRole(w *atomic.Uint32, slot int, role uint32, what string) error {
 	for {
 		cur := w.Load()
 		switch {
@@ -183,7 +185,8 @@ func (t *peerTable) takeRole(w *atomic.Uint32, slot int, what string) error {
 			return nil
 		case cur != 0 && int(cur) <= t.g.PeerSlots:
 			holder := int(cur) - 1
-			if st := t.State(holder); st == ring.PeerAlive {
+			holderRole := layout.Word32(t.seg, t.g.PeerOff(holder)+layout.PeerRole).Load()
+			if st := t.State(holder); st == ring.PeerAlive && holderRole&role != 0 {
 				pid := layout.Word32(t.seg, t.g.PeerOff(holder)+layout.PeerPID).Load()
 				return fmt.Errorf("%w: %s is held by pid %d", ErrBusy, what, pid)
 			}

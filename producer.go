@@ -38,7 +38,7 @@ func (b *Bus) NewProducer() (*Producer, error) {
 		}
 		if !b.lanes[0].Multi() {
 			for i, l := range b.lanes {
-				if err := b.peers.takeRole(l.SPSCOwner(), slot, "the producer role"); err != nil {
+				if err := b.peers.takeRole(l.SPSCOwner(), slot, layout.RoleProducer, "the producer role"); err != nil {
 					for _, l := range b.lanes[:i] {
 						b.peers.dropRole(l.SPSCOwner(), slot)
 					}

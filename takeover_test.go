@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shmbus/shmbus/layout"
 )
 
 func init() { roles["consumer"] = roleConsumer }
@@ -282,4 +284,40 @@ func TestConsumerTakeoverMidReassembly(t *testing.T) {
 			t.Fatalf("reassembly files left: %v", left)
 		}
 	}
+}
+
+// The consumer role word names the slot of a dead consumer that a live
+// producer has since taken over: the role is free, not busy.
+func TestRoleOfReusedSlot(t *testing.T) {
+	b := newBus(t, &Options{PeerSlots: 2})
+	cmd := child(t, "idle-consumer", "SHMBUS_NAME="+b.Name())
+	cmd.Stdout = nil
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	role := layout.Word32(b.seg, layout.OffConsumer)
+	for deadline := time.Now().Add(10 * time.Second); role.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("child never took the consumer role")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	a, err := b.NewProducer() // the free slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.NewProducer(); err != nil { // the dead consumer's slot
+		t.Fatal(err)
+	}
+	if int(role.Load())-1 != 1-a.slot {
+		t.Fatalf("role word %d; producers in slots %d and %d", role.Load(), a.slot, 1-a.slot)
+	}
+	a.Close()
+	c, err := b.NewConsumer()
+	if err != nil {
+		t.Fatalf("consumer after its dead predecessor's slot was reused: %v", err)
+	}
+	c.Close()
 }

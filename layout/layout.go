@@ -86,13 +86,16 @@ const (
 	// Bus block: written rarely, read by every attacher.
 	OffConsumer = 0x080 // u32: peer slot index + 1 of the consumer, 0 = none
 
-	// Data doorbell: the consumer sleeps here; producers ring it.
-	OffDataSeq     = 0x100 // u32 futex word / sequence
-	OffDataWaiters = 0x104 // u32 sleepers announced
+	// Data doorbell: the consumer sleeps here; producers ring it. One
+	// 64-bit word (see ring/doorbell.go): the low half is the sequence
+	// and futex word, the high half the sleeper count (bits 0..30) and
+	// the rung bit (bit 31).
+	OffDataSeq     = 0x100 // u32: sequence, futex word
+	OffDataWaiters = 0x104 // u32: sleepers and rung bit
 
 	// Bus statistics.
 	OffConsumerSleeps = 0x180 // u64: times the consumer went to sleep
-	OffConsumerWakes  = 0x188 // u64: times it woke from a sleep
+	OffConsumerWakes  = 0x188 // u64: rings of the data doorbell that found the consumer asleep
 
 	LaneTableOffset = 0x200
 )
@@ -112,10 +115,12 @@ const (
 	CtrlMsgsOut   = 0x088 // u64
 	CtrlBytesOut  = 0x090 // u64
 	CtrlRecovered = 0x098 // u64: spans of dead producers turned into padding
+	CtrlReleasing = 0x0A0 // u64: the head a release in progress moves to (see ring.Consumer.Release)
 
-	// Space doorbell: producers blocked on a full lane sleep here.
-	CtrlSpaceSeq     = 0x100 // u32
-	CtrlSpaceWaiters = 0x104 // u32
+	// Space doorbell: producers blocked on a full lane sleep here (one
+	// 64-bit word, laid out as the data doorbell).
+	CtrlSpaceSeq     = 0x100 // u32: sequence, futex word
+	CtrlSpaceWaiters = 0x104 // u32: sleepers and rung bit
 
 	// Doorbell statistics.
 	CtrlSpaceSleeps = 0x180 // u64: producer sleeps on this lane's space doorbell

@@ -40,12 +40,24 @@ type Consumer struct {
 
 // NewConsumer starts reading l at its release position: anything taken but
 // not released by an earlier consumer is read again.
+//
+// If the previous consumer died inside Release (its bytes partly zeroed,
+// the head not yet moved), the release is finished first: the records it
+// was releasing had been handled.
 func NewConsumer(l *Lane) (*Consumer, error) {
 	h, t := l.head.Load(), l.tail.Load()
 	if t-h > l.capacity || h%layout.RecordAlign != 0 {
 		return nil, l.errCorrupt("head %d, tail %d", h, t)
 	}
-	return &Consumer{l: l, pos: h, head: h}, nil
+	c := &Consumer{l: l, pos: h, head: h}
+	if r := l.releasing.Load(); r != h {
+		if r-h > t-h || r%layout.RecordAlign != 0 {
+			return nil, l.errCorrupt("release in progress to %d, head %d, tail %d", r, h, t)
+		}
+		c.pos = r
+		c.Release()
+	}
+	return c, nil
 }
 
 // Lane is the consumer's lane.
@@ -121,6 +133,10 @@ func (c *Consumer) Release() {
 		return
 	}
 	l := c.l
+	// Say where this release goes before zeroing anything: a consumer that
+	// dies half-way leaves zeroed record headers inside [head, tail), and
+	// its successor must finish the release rather than read them.
+	l.releasing.Store(c.pos)
 	from, n := c.head&l.mask, c.pos-c.head
 	if from+n <= l.capacity {
 		clear(l.data[from : from+n])

@@ -37,10 +37,15 @@ package ring
 // Spurious returns are allowed everywhere (a sleep may end early, a wake may
 // find nobody): waiters always re-check. The System V semaphore fallback
 // keeps the same word and protocol; the ringer raises the semaphore by the
-// number of announced sleepers, and the semaphore package never raises it
-// above that, so its count cannot pile up. A waiter that withdrew without
-// sleeping may leave one unit behind, which turns a later sleep into an
-// immediate (spurious) return: harmless, and consumed by that return.
+// number of announced sleepers minus its current value, so the count stays
+// near the number of sleepers: only ringers racing each other can overshoot,
+// by at most one unit each, and a waiter that withdrew without sleeping may
+// leave one unit behind. A surplus unit turns a later sleep into an
+// immediate return, which consumes it: the count never piles up. With
+// several sleepers (producers waiting for room), one that announced after a
+// ring may take the unit meant for an earlier one; that one then sleeps
+// until the next ring or its backstop: latency, never a lost wake-up of
+// the last sleeper.
 
 import (
 	"errors"

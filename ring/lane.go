@@ -38,6 +38,7 @@ type Lane struct {
 
 	msgsIn, bytesIn, fullEvents        *atomic.Uint64
 	msgsOut, bytesOut, recovered       *atomic.Uint64
+	releasing                          *atomic.Uint64 // the head a release in progress moves to
 	spaceSleeps, spaceWakes, dataWakes *atomic.Uint64
 	space                              *Doorbell
 }
@@ -63,6 +64,7 @@ func NewLane(seg []byte, g *layout.Geometry, i int, space Sleeper) *Lane {
 		msgsOut:     layout.Word64(seg, c+layout.CtrlMsgsOut),
 		bytesOut:    layout.Word64(seg, c+layout.CtrlBytesOut),
 		recovered:   layout.Word64(seg, c+layout.CtrlRecovered),
+		releasing:   layout.Word64(seg, c+layout.CtrlReleasing),
 		spaceSleeps: layout.Word64(seg, c+layout.CtrlSpaceSleeps),
 		spaceWakes:  layout.Word64(seg, c+layout.CtrlSpaceWakes),
 		dataWakes:   layout.Word64(seg, c+layout.CtrlDataWakes),
@@ -78,6 +80,7 @@ func InitLane(seg []byte, g *layout.Geometry, i int, start uint64) {
 	c := g.Lanes[i].CtrlOff
 	layout.Word64(seg, c+layout.CtrlTail).Store(start)
 	layout.Word64(seg, c+layout.CtrlHead).Store(start)
+	layout.Word64(seg, c+layout.CtrlReleasing).Store(start)
 }
 
 // Index is the lane's index in the segment.
@@ -185,6 +188,12 @@ func (c Claim) set(pos, end uint64) {
 }
 
 func (c Claim) confirm(pos uint64) { binary.LittleEndian.PutUint64(c.raw[layout.ClaimOK:], pos+1) }
+
+// restore writes back an earlier claim's Pos and End, End first.
+func (c Claim) restore(pos, end uint64) {
+	binary.LittleEndian.PutUint64(c.raw[layout.ClaimEnd:], end)
+	binary.LittleEndian.PutUint64(c.raw[layout.ClaimPos:], pos)
+}
 
 // Reset clears a claim record; only for a slot that has just been taken.
 func (c Claim) Reset() {

@@ -25,10 +25,14 @@ type Producer struct {
 	head uint64 // cached release position: reloaded only when the lane looks full
 
 	pos, end uint64 // the current claim; pos == end when none
-	start    uint64 // first record position of the claim (after wrap padding)
-	cur      uint64 // next free position inside the claim
-	recs     []pending
-	bytes    uint64 // payload bytes reserved in the current claim
+	// The claim record's values for the last successful claim, restored
+	// after a failed CAS so the record never names a position this
+	// producer does not own while it does something else (waits for room).
+	recPos, recEnd uint64
+	start          uint64 // first record position of the claim (after wrap padding)
+	cur            uint64 // next free position inside the claim
+	recs           []pending
+	bytes          uint64 // payload bytes reserved in the current claim
 
 	// Statistics not yet added to the lane's counters (see Flush).
 	unMsgs, unBytes uint64
@@ -126,6 +130,9 @@ func (p *Producer) claimSpan(size uint64) error {
 	l := p.l
 	for {
 		t := l.tail.Load()
+		if t%layout.RecordAlign != 0 {
+			return l.errCorrupt("tail %d is not a multiple of 8", t)
+		}
 		off := t & l.mask
 		var pad uint64
 		if off+size > l.capacity {
@@ -150,12 +157,18 @@ func (p *Producer) claimSpan(size uint64) error {
 		p.claim.set(t, end)
 		if l.multi {
 			if !l.tail.CompareAndSwap(t, end) {
+				// Another producer claimed t. Put the record back to the
+				// last claim, End first: a record whose End is below its
+				// Pos is ignored, so no step of this names a span we do
+				// not own (see Recover, rule b).
+				p.claim.restore(p.recPos, p.recEnd)
 				continue
 			}
 		} else {
 			l.tail.Store(end)
 		}
 		p.claim.confirm(t)
+		p.recPos, p.recEnd = t, end
 		failpoint.AfterClaim.Fire()
 		if pad > 0 {
 			l.putRecord(off, pad, layout.TypePadding, p.id)

@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"testing"
@@ -227,6 +228,7 @@ func FuzzDrain(f *testing.F) {
 		copy(l.data, data)
 		head &^= 7
 		l.head.Store(head)
+		l.releasing.Store(head)
 		l.tail.Store(tail)
 		setClaim(s, 0, claimPos, claimEnd, claimPos+1, false)
 		s.peers.states[0] = PeerDead
@@ -254,4 +256,31 @@ func FuzzDrain(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A consumer killed inside Release (bytes partly zeroed, head not moved)
+// leaves its successor a release to finish, not zeroed headers to read.
+func TestInterruptedRelease(t *testing.T) {
+	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 4096}, 0)
+	p, c := s.producer(0, 0), s.consumer(t, 0)
+	for i := byte(1); i <= 5; i++ {
+		p.Send([]byte{i, i, i})
+	}
+	for i := 0; i < 3; i++ {
+		c.Next()
+	}
+	// What Release does up to the point of death: announce, zero part.
+	l := s.lanes[0]
+	l.releasing.Store(c.pos)
+	clear(l.data[:c.pos/2])
+	c2, err := NewConsumer(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := payloads(t, c2); string(got) != "\x04\x05" {
+		t.Fatalf("successor got %v, want records 4 and 5", got)
+	}
+	if !bytes.Equal(l.data, make([]byte, 4096)) {
+		t.Fatal("released bytes not zeroed")
+	}
 }

@@ -13,7 +13,10 @@ import (
 func readStat(pid int) (stat, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		// With /proc mounted hidepid=1 or 2, another user's live process
+		// is missing from it: only the kernel's ESRCH for kill(pid, 0)
+		// proves there is no such process.
+		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)) && syscall.Kill(pid, 0) == syscall.ESRCH {
 			return stat{}, fmt.Errorf("read stat of pid %d: %w: %w", pid, ErrNoProcess, err)
 		}
 		return stat{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
@@ -47,8 +50,10 @@ func Lookup(pid int) (Identity, error) {
 }
 
 // Check reports whether the process named by id is alive. It returns Dead only with proof:
-// /proc/PID/stat missing (ENOENT/ESRCH), a start time different from id.Start (pid reused), or
-// state zombie 'Z' or dead 'X'/'x'. Any other failure to read or parse /proc gives Unknown.
+// no such process (/proc/PID/stat missing and kill(PID, 0) failing with ESRCH, so that a
+// process hidden by hidepid is not taken for dead), a start time different from id.Start
+// (pid reused), or state dead 'X'/'x', or zombie 'Z' with no thread left running. Any other
+// failure to read or parse /proc gives Unknown.
 // A pid <= 0 gives Unknown.
 func Check(id Identity) State {
 	if id.PID <= 0 {
@@ -64,7 +69,14 @@ func Check(id Identity) State {
 		return Dead
 	}
 	switch st.state {
-	case 'Z', 'X', 'x':
+	case 'X', 'x':
+		return Dead
+	case 'Z':
+		// A zombie leader whose other threads still run (it called
+		// pthread_exit) is a live process.
+		if tasks, err := os.ReadDir("/proc/" + strconv.Itoa(id.PID) + "/task"); err == nil && len(tasks) > 1 {
+			return Alive
+		}
 		return Dead
 	}
 	return Alive
