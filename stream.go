@@ -1,0 +1,184 @@
+package shmbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Streams carry a byte stream over a bus, as a pipe would: the writer cuts
+// it into messages, the reader joins them up again. Each message starts
+// with one byte: streamData (the rest is stream bytes) or streamEnd (no
+// more bytes: the reader returns io.EOF). Chunks are as large as one
+// record, so they are never fragmented. One stream at a time per bus and
+// priority: messages of two streams would interleave.
+
+const (
+	streamData = 'D'
+	streamEnd  = 'E'
+)
+
+// ErrNotStream is returned by a StreamReader that receives a message that
+// is not part of a stream.
+var ErrNotStream = errors.New("message is not part of a stream")
+
+// StreamWriter writes a byte stream onto a bus at one priority.
+type StreamWriter struct {
+	ctx  context.Context
+	p    *Producer
+	prio int
+	buf  []byte // buf[0] is the chunk's type byte
+	err  error
+}
+
+// NewStreamWriter returns a writer that sends what is written to it over
+// the bus at priority prio, in chunks of one record. Writes block while the
+// bus is full, until ctx is done. Close sends what is buffered and the end
+// of the stream; it does not close p.
+func NewStreamWriter(ctx context.Context, p *Producer, prio int) *StreamWriter {
+	size := p.b.MaxRecordPayload()
+	buf := make([]byte, 1, size)
+	buf[0] = streamData
+	return &StreamWriter{ctx: ctx, p: p, prio: prio, buf: buf}
+}
+
+// Write buffers b, sending each chunk as it fills.
+func (w *StreamWriter) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		if w.err != nil {
+			return n, w.err
+		}
+		k := copy(w.buf[len(w.buf):cap(w.buf)], b)
+		w.buf = w.buf[:len(w.buf)+k]
+		b, n = b[k:], n+k
+		if len(w.buf) == cap(w.buf) {
+			w.flush()
+		}
+	}
+	return n, w.err
+}
+
+// ReadFrom sends everything r yields, reading straight into the chunk
+// buffer.
+func (w *StreamWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for w.err == nil {
+		k, err := r.Read(w.buf[len(w.buf):cap(w.buf)])
+		w.buf = w.buf[:len(w.buf)+k]
+		total += int64(k)
+		if len(w.buf) == cap(w.buf) {
+			w.flush()
+		}
+		if err == io.EOF {
+			return total, w.err
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, w.err
+}
+
+// Flush sends the buffered bytes now.
+func (w *StreamWriter) Flush() error {
+	if len(w.buf) > 1 {
+		w.flush()
+	}
+	return w.err
+}
+
+func (w *StreamWriter) flush() {
+	if w.err == nil {
+		w.err = w.p.Send(w.ctx, w.buf, w.prio)
+	}
+	w.buf = w.buf[:1]
+}
+
+// Close sends the buffered bytes and the end of the stream.
+func (w *StreamWriter) Close() error {
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	w.err = w.p.Send(w.ctx, []byte{streamEnd}, w.prio)
+	if w.err == nil {
+		w.err = fmt.Errorf("stream: %w", ErrClosed)
+		return nil
+	}
+	return w.err
+}
+
+// StreamReader reads a byte stream written by a StreamWriter.
+type StreamReader struct {
+	ctx  context.Context
+	c    *Consumer
+	buf  []byte
+	data []byte // unread part of the current chunk
+	eof  bool
+}
+
+// NewStreamReader returns a reader of the stream arriving on the bus of c.
+// Reads block until data arrives or ctx is done; after the end of the
+// stream they return io.EOF.
+func NewStreamReader(ctx context.Context, c *Consumer) *StreamReader {
+	return &StreamReader{ctx: ctx, c: c, buf: make([]byte, max(c.b.MaxRecordPayload(), 1))}
+}
+
+// Read reads stream bytes into p.
+func (r *StreamReader) Read(p []byte) (int, error) {
+	for len(r.data) == 0 {
+		if r.eof {
+			return 0, io.EOF
+		}
+		if err := r.next(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// WriteTo writes the rest of the stream to w.
+func (r *StreamReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(r.data) > 0 {
+			n, err := w.Write(r.data)
+			total += int64(n)
+			r.data = r.data[n:]
+			if err != nil {
+				return total, err
+			}
+		}
+		if r.eof {
+			return total, nil
+		}
+		if err := r.next(); err != nil {
+			return total, err
+		}
+	}
+}
+
+func (r *StreamReader) next() error {
+	n, _, err := r.c.Receive(r.ctx, r.buf)
+	var short *ShortBufferError
+	if errors.As(err, &short) {
+		// Not one of our chunks; take it anyway to say what it was.
+		r.buf = make([]byte, short.Need)
+		n, _, err = r.c.Receive(r.ctx, r.buf)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case n >= 1 && r.buf[0] == streamData && n <= r.c.b.MaxRecordPayload():
+		r.data = r.buf[1:n]
+	case n == 1 && r.buf[0] == streamEnd:
+		r.eof = true
+	default:
+		return fmt.Errorf("bus %q: %w (%d bytes)", r.c.b.name, ErrNotStream, n)
+	}
+	return nil
+}
