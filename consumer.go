@@ -168,9 +168,19 @@ func (c *Consumer) next(i int) (message, error) {
 			return message{}, fmt.Errorf("lane %d at %d: %w: fragment from producer slot %d of %d", i, pos, ErrCorrupt, slot, c.b.g.PeerSlots)
 		}
 		x := c.asm.parts[[2]int{i, slot}]
-		if x != nil && x.holds(pos) {
-			// Absorbed (or delivered) by a consumer that died before
-			// releasing it.
+		// older: at or before the last fragment x absorbed, so seen by a
+		// consumer that died before releasing it.
+		older := x != nil && x.holds(pos)
+		whole := r.Flags&(layout.FragBegin|layout.FragEnd) == layout.FragBegin|layout.FragEnd
+		if whole {
+			if x != nil && !older {
+				c.asm.discard(i, slot) // its producer gave up on an earlier message
+			}
+			// Taken and not released before a crash: delivered again.
+			return message{data: p, lane: i, pos: pos}, nil
+		}
+		if older {
+			// A fragment already absorbed (or a message already delivered).
 			if x.delivered() {
 				c.asm.discard(i, slot)
 			}
@@ -178,11 +188,6 @@ func (c *Consumer) next(i int) (message, error) {
 			continue
 		}
 		switch r.Flags & (layout.FragBegin | layout.FragEnd) {
-		case layout.FragBegin | layout.FragEnd:
-			if x != nil {
-				c.asm.discard(i, slot) // its producer gave up on an earlier message
-			}
-			return message{data: p, lane: i, pos: pos}, nil
 		case layout.FragBegin:
 			if len(p) < 8 {
 				return message{}, fmt.Errorf("lane %d at %d: %w: first fragment of %d bytes", i, pos, ErrCorrupt, len(p))
