@@ -70,7 +70,7 @@ func (x *asm) markDelivered(pos uint64) { x.put64(asmOffLastPos, pos); x.b[asmOf
 // absorb appends a fragment found at ring position pos.
 func (x *asm) absorb(p []byte, pos uint64) error {
 	f := x.filled()
-	if uint64(len(p)) > x.total-f {
+	if f > x.total || uint64(len(p)) > x.total-f {
 		return fmt.Errorf("%w: fragment of %d bytes overflows a %d-byte message at %d", ErrCorrupt, len(p), x.total, f)
 	}
 	copy(x.b[asmHeader+f:], p)

@@ -213,7 +213,7 @@ func (c *Consumer) next(i int) (message, error) {
 			if x == nil {
 				break // orphan
 			}
-			if f := x.filled(); f+uint64(len(p)) != x.total {
+			if f := x.filled(); f > x.total || x.total-f != uint64(len(p)) {
 				c.asm.discard(i, slot)
 				break
 			}
