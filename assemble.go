@@ -31,8 +31,10 @@ import (
 // absorbed, so a consumer that takes over from a dead one loads the files,
 // skips fragments they already hold, and loses nothing. A message is
 // delivered from its file; then the file is marked delivered, the FragEnd
-// record released, and the file removed (a crash in between is detected by
-// the mark).
+// record released, and the file marked idle (a crash in between is
+// detected by the mark). Idle files stay mapped for the producer's next
+// large message: creating, prefaulting and removing a file per message
+// cost 40 times the copying. Files of producers that are gone are removed.
 
 const asmHeader = 64
 
@@ -46,7 +48,13 @@ const (
 	asmOffTotal   = 24 // u64: message length
 	asmOffFilled  = 32 // u64: bytes absorbed
 	asmOffLastPos = 40 // u64: ring position of the last absorbed fragment
-	asmOffState   = 48 // u32: 0 assembling, 1 delivered
+	asmOffState   = 48 // u32: 0 assembling, 1 delivered, 2 idle
+)
+
+const (
+	asmAssembling = 0
+	asmDelivered  = 1
+	asmIdle       = 2
 )
 
 // asm is one message being reassembled.
@@ -62,10 +70,13 @@ func (x *asm) put64(off int, v uint64)  { binary.LittleEndian.PutUint64(x.b[off:
 func (x *asm) tag() uint64              { return x.u64(asmOffTag) }
 func (x *asm) filled() uint64           { return x.u64(asmOffFilled) }
 func (x *asm) lastPos() uint64          { return x.u64(asmOffLastPos) }
-func (x *asm) delivered() bool          { return binary.LittleEndian.Uint32(x.b[asmOffState:]) == 1 }
+func (x *asm) state() uint32            { return binary.LittleEndian.Uint32(x.b[asmOffState:]) }
+func (x *asm) delivered() bool          { return x.state() == asmDelivered }
+func (x *asm) setState(v uint32)        { binary.LittleEndian.PutUint32(x.b[asmOffState:], v) }
+func (x *asm) room() uint64             { return uint64(len(x.b)) - asmHeader }
 func (x *asm) data() []byte             { return x.b[asmHeader : asmHeader+x.total] }
 func (x *asm) holds(pos uint64) bool    { return int64(pos-x.lastPos()) <= 0 }
-func (x *asm) markDelivered(pos uint64) { x.put64(asmOffLastPos, pos); x.b[asmOffState] = 1 }
+func (x *asm) markDelivered(pos uint64) { x.put64(asmOffLastPos, pos); x.setState(asmDelivered) }
 
 // absorb appends a fragment found at ring position pos.
 func (x *asm) absorb(p []byte, pos uint64) error {
@@ -85,7 +96,8 @@ type assembler struct {
 	b     *Bus
 	base  string // segment path
 	mode  os.FileMode
-	parts map[[2]int]*asm
+	parts map[[2]int]*asm // messages being reassembled
+	spare map[[2]int]*asm // idle files, mapped, for the next message
 }
 
 func newAssembler(b *Bus) *assembler {
@@ -93,7 +105,7 @@ func newAssembler(b *Bus) *assembler {
 	if fi, err := b.m.File().Stat(); err == nil {
 		mode = fi.Mode().Perm()
 	}
-	return &assembler{b: b, base: b.m.Path(), mode: mode, parts: map[[2]int]*asm{}}
+	return &assembler{b: b, base: b.m.Path(), mode: mode, parts: map[[2]int]*asm{}, spare: map[[2]int]*asm{}}
 }
 
 func (a *assembler) path(lane, slot int) string {
@@ -111,14 +123,18 @@ func asmFiles(base string) []string {
 func (a *assembler) load() {
 	for _, path := range asmFiles(a.base) {
 		x, err := a.open(path)
-		if err != nil || x.delivered() {
-			if x != nil {
-				x.m.Close()
-			}
+		if err != nil {
 			os.Remove(path)
 			continue
 		}
-		a.parts[[2]int{x.lane, x.slot}] = x
+		k := [2]int{x.lane, x.slot}
+		if x.state() == asmIdle {
+			a.spare[k] = x
+		} else {
+			// Assembling, or delivered with its last record perhaps not
+			// yet released (next skips that record and idles the file).
+			a.parts[k] = x
+		}
 	}
 }
 
@@ -136,8 +152,8 @@ func (a *assembler) open(path string) (*asm, error) {
 	}
 	x := &asm{m: m, b: m.Bytes(), lane: lane, slot: slot}
 	x.total = x.u64(asmOffTotal)
-	if [8]byte(x.b[:8]) != asmMagic || x.total > uint64(a.b.hdr.MaxMessage) || uint64(len(x.b)) != asmHeader+x.total ||
-		x.filled() > x.total || binary.LittleEndian.Uint32(x.b[asmOffLane:]) != uint32(lane) ||
+	if [8]byte(x.b[:8]) != asmMagic || x.total > uint64(a.b.hdr.MaxMessage) || x.total > x.room() ||
+		x.filled() > x.total || x.state() > asmIdle || binary.LittleEndian.Uint32(x.b[asmOffLane:]) != uint32(lane) ||
 		binary.LittleEndian.Uint32(x.b[asmOffSlot:]) != uint32(slot) {
 		m.Close()
 		return nil, fmt.Errorf("%w: reassembly file %q", ErrCorrupt, path)
@@ -146,53 +162,91 @@ func (a *assembler) open(path string) (*asm, error) {
 }
 
 // begin starts reassembling a message of total bytes from slot on lane,
-// replacing any unfinished one of the same producer (it gave up on it).
+// replacing any unfinished one of the same producer (it gave up on it). It
+// reuses the producer's idle file when it is large enough.
 func (a *assembler) begin(lane, slot int, tag, total uint64) (*asm, error) {
 	a.discard(lane, slot)
-	path := a.path(lane, slot)
-	os.Remove(path) // a leftover of a crashed consumer that load could not use
-	m, err := segment.Create(path, int64(asmHeader+total), a.mode)
-	if err != nil {
-		return nil, fmt.Errorf("reassembly file: %w", err)
+	k := [2]int{lane, slot}
+	x := a.spare[k]
+	if x != nil && x.room() < total {
+		a.remove(x)
+		x = nil
 	}
-	x := &asm{m: m, b: m.Bytes(), lane: lane, slot: slot, total: total}
-	copy(x.b, asmMagic[:])
-	binary.LittleEndian.PutUint32(x.b[asmOffLane:], uint32(lane))
-	binary.LittleEndian.PutUint32(x.b[asmOffSlot:], uint32(slot))
+	if x == nil {
+		path := a.path(lane, slot)
+		os.Remove(path) // a leftover that load could not use
+		// Room for this message, rounded up so that similar ones fit too.
+		m, err := segment.Create(path, int64(asmHeader+alignUp(total, 64<<10)), a.mode)
+		if err != nil {
+			return nil, fmt.Errorf("reassembly file: %w", err)
+		}
+		x = &asm{m: m, b: m.Bytes(), lane: lane, slot: slot}
+		copy(x.b, asmMagic[:])
+		binary.LittleEndian.PutUint32(x.b[asmOffLane:], uint32(lane))
+		binary.LittleEndian.PutUint32(x.b[asmOffSlot:], uint32(slot))
+	}
+	delete(a.spare, k)
+	x.total = total
 	x.put64(asmOffTag, tag)
 	x.put64(asmOffTotal, total)
-	a.parts[[2]int{lane, slot}] = x
+	x.put64(asmOffFilled, 0)
+	x.put64(asmOffLastPos, 0)
+	x.setState(asmAssembling)
+	a.parts[k] = x
 	return x, nil
 }
 
-// discard drops the message being reassembled for (lane, slot), if any.
+func alignUp(n, a uint64) uint64 { return (n + a - 1) &^ (a - 1) }
+
+// discard ends the message being reassembled for (lane, slot), if any: its
+// file becomes idle, kept for the producer's next large message.
 func (a *assembler) discard(lane, slot int) {
 	k := [2]int{lane, slot}
 	if x := a.parts[k]; x != nil {
 		delete(a.parts, k)
-		x.m.Close()
-		os.Remove(x.m.Path())
+		x.setState(asmIdle)
+		a.spare[k] = x
 	}
 }
 
-// collect drops unfinished messages of lane whose producer is gone (its
-// slot is free, dead, or owned by another process now). Call it only when
-// the lane has nothing published at the read position: a dead producer's
-// last fragments may still be in the ring, waiting to be absorbed.
+// remove unmaps and deletes x's file.
+func (a *assembler) remove(x *asm) {
+	k := [2]int{x.lane, x.slot}
+	if a.parts[k] == x {
+		delete(a.parts, k)
+	}
+	if a.spare[k] == x {
+		delete(a.spare, k)
+	}
+	x.m.Close()
+	os.Remove(x.m.Path())
+}
+
+// collect removes the files of lane whose producer is gone (its slot is
+// free, dead, or owned by another process now), unfinished messages
+// included. Call it only when the lane has nothing published at the read
+// position: a dead producer's last fragments may still be in the ring,
+// waiting to be absorbed.
 func (a *assembler) collect(lane int) {
-	for k, x := range a.parts {
-		if k[0] != lane {
-			continue
-		}
-		if owner := a.b.peers.owner(x.slot).Load(); owner != x.tag() || a.b.peers.State(x.slot) == ring.PeerDead {
-			a.discard(k[0], k[1])
+	for _, m := range []map[[2]int]*asm{a.parts, a.spare} {
+		for k, x := range m {
+			if k[0] != lane {
+				continue
+			}
+			if owner := a.b.peers.owner(x.slot).Load(); owner != x.tag() || a.b.peers.State(x.slot) == ring.PeerDead {
+				a.remove(x)
+			}
 		}
 	}
 }
 
-// close unmaps the files; they stay for the next consumer.
+// close unmaps the files. Unfinished messages stay for the next consumer;
+// idle files are removed.
 func (a *assembler) close() error {
 	var errs []error
+	for _, x := range a.spare {
+		a.remove(x)
+	}
 	for k, x := range a.parts {
 		errs = append(errs, x.m.Close())
 		delete(a.parts, k)

@@ -162,7 +162,14 @@ func chaos(t *testing.T, wake WakeMode, dur time.Duration) {
 		mu.Unlock()
 	}
 	var wg sync.WaitGroup
-	// Each process's stdout is read to the end in its own goroutine.
+	// Each process's stdout is read to the end in its own goroutine, and
+	// the process is reaped only after that: Wait closes the pipe, and
+	// lines not yet read (messages already delivered) would be lost.
+	eof := map[*exec.Cmd]chan struct{}{}
+	reap := func(cmd *exec.Cmd) {
+		<-eof[cmd]
+		cmd.Wait()
+	}
 	startProducer := func(k, gen int) *exec.Cmd {
 		env := []string{"SHMBUS_NAME=" + b.Name(), fmt.Sprint("SHMBUS_K=", k), fmt.Sprint("SHMBUS_GEN=", gen), "SHMBUS_N=100000000"}
 		if rng.IntN(3) == 0 {
@@ -174,9 +181,12 @@ func chaos(t *testing.T, wake WakeMode, dur time.Duration) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		done := make(chan struct{})
+		eof[cmd] = done
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(done)
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
 				seq, _ := strconv.Atoi(sc.Text())
@@ -194,9 +204,12 @@ func chaos(t *testing.T, wake WakeMode, dur time.Duration) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		done := make(chan struct{})
+		eof[cmd] = done
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(done)
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
 				var k, gen, seq, prio uint32
@@ -231,20 +244,20 @@ func chaos(t *testing.T, wake WakeMode, dur time.Duration) {
 		// Restart producers that died at a failpoint.
 		for k, p := range procs {
 			if p.ProcessState == nil && processExited(p) {
-				p.Wait()
+				reap(p)
 				gens[k]++
 				procs[k] = startProducer(k, gens[k])
 			}
 		}
 		if rng.IntN(4) == 0 {
 			consumer.Process.Kill()
-			consumer.Wait()
+			reap(consumer)
 			consumerKills++
 			consumer = startConsumer()
 		} else {
 			k := rng.IntN(producers)
 			procs[k].Process.Kill()
-			procs[k].Wait()
+			reap(procs[k])
 			gens[k]++
 			procs[k] = startProducer(k, gens[k])
 		}
@@ -253,7 +266,7 @@ func chaos(t *testing.T, wake WakeMode, dur time.Duration) {
 	// Stop the producers, then let the consumer drain everything committed.
 	for _, p := range procs {
 		p.Process.Kill()
-		p.Wait()
+		reap(p)
 	}
 	drained := func() bool {
 		mu.Lock()
@@ -271,7 +284,7 @@ func chaos(t *testing.T, wake WakeMode, dur time.Duration) {
 		}
 	}
 	consumer.Process.Kill()
-	consumer.Wait()
+	reap(consumer)
 	wg.Wait()
 
 	for _, f := range failures {

@@ -341,7 +341,7 @@ func (c *Consumer) recover() {
 		if l.InFlight() {
 			l.Recover(c.b.peers)
 		}
-		if len(c.asm.parts) > 0 && !l.Ready() {
+		if len(c.asm.parts)+len(c.asm.spare) > 0 && !l.Ready() {
 			c.asm.collect(i)
 		}
 	}

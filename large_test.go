@@ -145,8 +145,12 @@ func TestLargeMessages(t *testing.T) {
 			if l := st.Lanes[0]; l.MsgsIn != l.MsgsOut || l.MsgsOut != uint64(producers*rounds*len(bigSizes)) {
 				t.Fatalf("lane counted %d messages in, %d out", l.MsgsIn, l.MsgsOut)
 			}
+			if len(c.asm.parts) != 0 {
+				t.Fatalf("messages still in reassembly: %d", len(c.asm.parts))
+			}
+			c.Close()
 			if left := asmFiles(b.Path()); len(left) != 0 {
-				t.Fatalf("reassembly files left: %v", left)
+				t.Fatalf("reassembly files left after the consumer closed: %v", left)
 			}
 		})
 	}
@@ -227,8 +231,8 @@ func TestAbandonedMessages(t *testing.T) {
 		if err := <-recv; err != nil {
 			t.Fatal(err)
 		}
-		if left := asmFiles(b.Path()); len(left) != 0 {
-			t.Fatalf("reassembly file of the abandoned message left: %v", left)
+		if len(c.asm.parts) != 0 {
+			t.Fatalf("the abandoned message is still in reassembly")
 		}
 
 		// A producer process killed in the middle of a large message.
@@ -252,9 +256,13 @@ func TestAbandonedMessages(t *testing.T) {
 		if err := <-recv; err != nil {
 			t.Fatal(err)
 		}
+		if _, ok := c.asm.spare[[2]int{0, p.slot}]; !ok || len(asmFiles(b.Path())) < 1 {
+			t.Fatal("the live producer's reassembly file was not kept for reuse")
+		}
 		// The dead producer's partial message is dropped once the lane is
 		// idle and the consumer looks (after a sleep).
-		for give := time.Now().Add(5 * time.Second); len(asmFiles(b.Path())) != 0; {
+		// Only the live producer's (idle) file may remain.
+		for give := time.Now().Add(5 * time.Second); len(asmFiles(b.Path())) > 1 || len(c.asm.parts) != 0; {
 			if time.Now().After(give) {
 				t.Fatalf("the dead producer's partial message was never dropped: %v", asmFiles(b.Path()))
 			}
