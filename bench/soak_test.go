@@ -1,0 +1,63 @@
+package bench
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/shmbus/shmbus"
+)
+
+func TestMain(m *testing.M) {
+	dir, _ := os.MkdirTemp("", "shmbus-bench-test-")
+	os.Setenv("SHMBUS_DIR", dir)
+	code := m.Run()
+	if left, _ := os.ReadDir(dir); len(left) > 0 {
+		println("FAIL: files left in", dir)
+		code = 1
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestSoak(t *testing.T) {
+	for _, wake := range []shmbus.WakeMode{shmbus.WakeFutex, shmbus.WakeSem} {
+		progress := 0
+		rep, err := Soak(context.Background(), SoakOptions{Duration: 1500 * time.Millisecond, Wake: wake,
+			Progress: func(SoakReport) { progress++ }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%v: %v", wake, rep)
+		if rep.Errors != 0 || rep.Messages < 1000 || progress == 0 {
+			t.Fatalf("soak: %v (progress reports: %d)", rep, progress)
+		}
+	}
+}
+
+// The checks a soak run relies on catch damage, duplicates and strangers.
+func TestSoakChecks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	next := [][]uint32{{0, 0}, {0, 0}}
+	counts := []uint32{0, 0}
+	m := soakMsg(make([]byte, 100), 1, 0, 100, rng)
+	if err := checkSoak(m, 0, next, counts); err != nil {
+		t.Fatal(err)
+	}
+	if checkSoak(m, 0, next, counts) == nil {
+		t.Fatal("duplicate not caught")
+	}
+	m = soakMsg(make([]byte, 100), 1, 1, 100, rng)
+	m[50] ^= 1
+	if checkSoak(m, 0, next, counts) == nil {
+		t.Fatal("damage not caught")
+	}
+	if checkSoak(soakMsg(make([]byte, 100), 7, 0, 100, rng), 0, next, counts) == nil {
+		t.Fatal("unknown producer not caught")
+	}
+	if checkSoak(make([]byte, 3), 0, next, counts) == nil {
+		t.Fatal("runt not caught")
+	}
+}
