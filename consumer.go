@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/shmbus/shmbus/internal/segment"
@@ -20,7 +21,7 @@ type Consumer struct {
 	slot   int
 	lanes  []*ring.Consumer
 	spin   ring.Spinner
-	closed bool
+	closed atomic.Bool // also set by Bus.Close from another goroutine
 	asm    *assembler
 
 	lastRecover time.Time
@@ -90,7 +91,7 @@ func (b *Bus) AwaitConsumer(ctx context.Context) (*Consumer, error) {
 const roleRetry = 10 * time.Millisecond
 
 func (c *Consumer) check() error {
-	if c.closed {
+	if c.closed.Load() {
 		return fmt.Errorf("bus %q: consumer: %w", c.b.name, ErrClosed)
 	}
 	return c.b.enter()
@@ -385,16 +386,15 @@ func (c *Consumer) abandon() {
 		l.Flush()
 	}
 	c.asm.close()
-	c.closed = true
+	c.closed.Store(true)
 }
 
 // Close gives back the consumer role and slot. Messages taken by Poll are
 // already released; nothing is lost.
 func (c *Consumer) Close() error {
-	if c.closed {
+	if c.closed.Swap(true) {
 		return nil
 	}
-	c.closed = true
 	if err := c.b.enter(); err != nil {
 		return nil
 	}

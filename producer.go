@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"github.com/shmbus/shmbus/internal/segment"
 	"github.com/shmbus/shmbus/layout"
@@ -20,7 +21,7 @@ type Producer struct {
 	slot   int
 	lanes  []*ring.Producer
 	spin   ring.Spinner
-	closed bool
+	closed atomic.Bool // also set by Bus.Close from another goroutine
 }
 
 // NewProducer attaches a producer. On a single-producer bus it fails with
@@ -66,7 +67,7 @@ func (p *Producer) lane(prio int) (*ring.Producer, error) {
 	if prio < 0 || prio >= len(p.lanes) {
 		return nil, fmt.Errorf("bus %q: %w: %d, bus has %d levels (0..%d)", p.b.name, ErrPriority, prio, len(p.lanes), len(p.lanes)-1)
 	}
-	if p.closed {
+	if p.closed.Load() {
 		return nil, fmt.Errorf("bus %q: producer: %w", p.b.name, ErrClosed)
 	}
 	return p.lanes[prio], nil
@@ -231,7 +232,7 @@ func (p *Producer) Commit() error { return p.each((*ring.Producer).Commit) }
 func (p *Producer) Abort() error { return p.each((*ring.Producer).Abort) }
 
 func (p *Producer) each(f func(*ring.Producer)) error {
-	if p.closed {
+	if p.closed.Load() {
 		return fmt.Errorf("bus %q: producer: %w", p.b.name, ErrClosed)
 	}
 	if err := p.b.enter(); err != nil {
@@ -253,7 +254,7 @@ func (p *Producer) abandon() {
 		l.Abort()
 		l.Flush()
 	}
-	p.closed = true
+	p.closed.Store(true)
 }
 
 func (p *Producer) wrap(err error) error {
@@ -266,10 +267,9 @@ func (p *Producer) wrap(err error) error {
 // Close publishes anything reserved, adds the producer's statistics to the
 // bus, and gives back its slot and role.
 func (p *Producer) Close() error {
-	if p.closed {
+	if p.closed.Swap(true) {
 		return nil
 	}
-	p.closed = true
 	if err := p.b.enter(); err != nil {
 		return nil // the bus closed first and released everything
 	}
