@@ -117,6 +117,10 @@ func (c *Consumer) receive(buf []byte) (int, int, error) {
 	for i := len(c.lanes) - 1; i >= 0; i-- {
 		m, err := c.next(i)
 		if err == ring.ErrEmpty {
+			// Give back padding skipped on the way: left unreleased at the
+			// end of a lane it would count as used space, and a producer
+			// waiting for that room would wait for ever.
+			c.lanes[i].Release()
 			if c.lanes[i].InFlight() {
 				// Stuck behind a claim while other lanes keep the consumer
 				// busy (so it never sleeps): look for a dead claimant too.

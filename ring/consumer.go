@@ -191,6 +191,9 @@ func (c *Consumer) Poll(max int, f func(r layout.Record, payload []byte)) (int, 
 func (c *Consumer) Receive(buf []byte) (int, layout.Record, error) {
 	r, p, err := c.Peek()
 	if err != nil {
+		if err == ErrEmpty {
+			c.Release() // padding skipped on the way
+		}
 		return 0, r, err
 	}
 	if len(p) > len(buf) {

@@ -74,7 +74,10 @@ func (c *Consumer) Recover(peers Peers) (bool, error) {
 		pos := cl.Pos.Load()
 		starts[pos] = true
 		if st != PeerDead {
-			if pos == c0 {
+			// Only a possible span can be the claimant's: a reset or
+			// half-restored record (End <= Pos) is no claim. (A reset
+			// record has Pos 0, the first position of a fresh lane.)
+			if end := cl.End.Load(); pos == c0 && end-pos-1 < l.capacity {
 				liveAt = true
 			}
 			continue
@@ -87,6 +90,11 @@ func (c *Consumer) Recover(peers Peers) (bool, error) {
 			// Re-check: the slot may have been taken over by a live peer
 			// between State and the loads above (then it is not dead now).
 			if peers.State(s) != PeerDead {
+				return false, nil
+			}
+			// It may have published at c0 and died after our first look;
+			// its death makes that store visible now.
+			if l.lengthWord(c0&l.mask).Load() != 0 {
 				return false, nil
 			}
 			l.padSpan(c0, end)
@@ -117,6 +125,9 @@ func (c *Consumer) Recover(peers Peers) (bool, error) {
 		if peers.State(s) != PeerDead {
 			return false, nil // taken over meanwhile: look again later
 		}
+	}
+	if l.lengthWord(c0&l.mask).Load() != 0 {
+		return false, nil // published meanwhile, by a claimant now dead
 	}
 	l.padSpan(c0, pick)
 	l.recovered.Add(1)
