@@ -1,0 +1,79 @@
+package main
+
+import (
+	"io/fs"
+
+	"github.com/shmbus/shmbus"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) createCmd() *cobra.Command {
+	var (
+		capacity    = shmbus.DefaultLaneCapacity
+		maxMessage  = shmbus.DefaultMaxMessage
+		recordLimit int
+		priorities  = 1
+		peers       = shmbus.DefaultPeerSlots
+		producers   = "multi"
+		wake        = "futex"
+		mode        = uint32(shmbus.DefaultMode)
+		failFast    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a bus",
+		Long: `Create the bus NAME. It prints nothing on success.
+
+Every lane (one per priority) is a ring of --capacity bytes; a message of up
+to one record (an eighth of a lane by default) travels in one piece, a larger
+one, up to --max-message, in fragments. The library checks the configuration:
+a capacity that is not a power of two from 1KiB to 1GiB, or more than 64
+priorities, is refused with exit status 1. Unparsable values are usage
+errors (exit status 2).`,
+		Example: `  shmbus create orders --priorities 4 --capacity 4MiB
+  shmbus create log --producers single --wake sem --mode 0660`,
+		Args: busArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if priorities < 1 {
+				return usagef("create: --priorities must be at least 1, not %d", priorities)
+			}
+			if peers < 1 {
+				return usagef("create: --peers must be at least 1, not %d", peers)
+			}
+			opts := &shmbus.Options{
+				Priorities:   priorities,
+				LaneCapacity: capacity,
+				RecordLimit:  recordLimit,
+				MaxMessage:   maxMessage,
+				Producers:    shmbus.MultiProducer,
+				FailFast:     failFast,
+				Wake:         shmbus.WakeFutex,
+				Mode:         fs.FileMode(mode),
+				PeerSlots:    peers,
+				Dir:          a.dir,
+			}
+			if producers == "single" {
+				opts.Producers = shmbus.SingleProducer
+			}
+			if wake == "sem" {
+				opts.Wake = shmbus.WakeSem
+			}
+			bus, err := shmbus.Create(args[0], opts)
+			if err != nil {
+				return err
+			}
+			return bus.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.Var(sizeValue{&capacity}, "capacity", "bytes per lane (a power of two, 1KiB..1GiB)")
+	f.IntVar(&priorities, "priorities", priorities, "`N` priority levels, 0 (least urgent) to N-1")
+	f.Var(enumValue{&producers, []string{"single", "multi"}}, "producers", "one producer at a time (wait-free) or any number")
+	f.Var(sizeValue{&maxMessage}, "max-message", "largest message")
+	f.Var(sizeValue{&recordLimit}, "record-limit", "largest record in a lane, header included (default capacity/8)")
+	f.Var(modeValue{&mode}, "mode", "permission bits of the segment (and semaphore set)")
+	f.Var(enumValue{&wake, []string{"futex", "sem"}}, "wake", "how sleepers are woken: futexes or a System V semaphore set")
+	f.IntVar(&peers, "peers", peers, "at most `N` peers (producers and the consumer) attached at once")
+	f.BoolVar(&failFast, "fail-fast", false, "a full lane fails sends at once instead of making them wait")
+	return cmd
+}

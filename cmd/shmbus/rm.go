@@ -1,0 +1,99 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/shmbus/shmbus"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) rmCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm NAME...",
+		Short: "Remove buses",
+		Long: `Remove each bus NAME: its segment file, its System V semaphore set (sem
+mode) and any reassembly files. Processes still attached keep working on
+their mapping until they detach.
+
+rm refuses a bus that still holds undelivered messages, and one it cannot
+open (corrupt, not a segment), unless --force is given. --force also
+ignores buses that do not exist. rm goes on with the other names after a
+failure and reports the failures in one line.`,
+		Aliases:           []string{"remove"},
+		ValidArgsFunction: a.completeBuses,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("%s: missing bus name (see '%s --help')", cmd.Name(), cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var errs []error
+			for _, name := range args {
+				if err := a.rm(name, force); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			return joinErrors(errs)
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove even with undelivered messages or a damaged segment; ignore missing buses")
+	return cmd
+}
+
+func (a *app) rm(name string, force bool) error {
+	if !force {
+		bus, err := shmbus.Open(name, a.openOptions())
+		if err != nil {
+			if errors.Is(err, shmbus.ErrNotExist) || errors.Is(err, shmbus.ErrBadName) {
+				return err
+			}
+			return fmt.Errorf("%w (use --force to remove it anyway)", err)
+		}
+		s, err := statBus(bus)
+		bus.Close()
+		if err != nil {
+			return fmt.Errorf("%w (use --force to remove it anyway)", err)
+		}
+		if s.Bytes > 0 || s.Messages > 0 {
+			var bytesIn, bytesOut uint64
+			for _, l := range s.Lanes {
+				bytesIn += l.BytesIn
+				bytesOut += l.BytesOut
+			}
+			return fmt.Errorf("bus %q has %d undelivered message(s) (%d bytes, %d ring bytes); use --force to remove it anyway",
+				name, s.Messages, sub(bytesIn, bytesOut), s.Bytes)
+		}
+	}
+	err := shmbus.Remove(a.dir, name)
+	if force && errors.Is(err, shmbus.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// multiError is several errors on one line; its exit status is the first's.
+type multiError []error
+
+func (m multiError) Error() string {
+	s := make([]string, len(m))
+	for i, e := range m {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+func (m multiError) Unwrap() error { return m[0] }
+
+func joinErrors(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return multiError(errs)
+}
