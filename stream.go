@@ -5,23 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Streams carry a byte stream over a bus, as a pipe would: the writer cuts
 // it into messages, the reader joins them up again. Each message starts
-// with one byte: streamData (the rest is stream bytes) or streamEnd (no
-// more bytes: the reader returns io.EOF). Chunks are as large as one
+// with one byte: streamData (the rest is stream bytes), streamEnd (no
+// more bytes: the reader returns io.EOF) or streamAbort (the writer gave
+// up: the reader returns ErrStreamAborted). Chunks are as large as one
 // record, so they are never fragmented. One stream at a time per bus and
 // priority: messages of two streams would interleave.
 
 const (
-	streamData = 'D'
-	streamEnd  = 'E'
+	streamData  = 'D'
+	streamEnd   = 'E'
+	streamAbort = 'A'
 )
 
 // ErrNotStream is returned by a StreamReader that receives a message that
 // is not part of a stream.
 var ErrNotStream = errors.New("message is not part of a stream")
+
+// ErrStreamAborted is returned by a StreamReader whose writer gave up
+// (StreamWriter.Abort): what was read so far is not the whole stream.
+var ErrStreamAborted = errors.New("stream aborted by its writer")
 
 // StreamWriter writes a byte stream onto a bus at one priority.
 type StreamWriter struct {
@@ -109,6 +116,19 @@ func (w *StreamWriter) Close() error {
 	return w.err
 }
 
+// Abort tells the reader the stream will not be finished (its Read
+// returns ErrStreamAborted after the bytes sent so far). It drops what is
+// buffered, and waits for room at most wait, since the writer is giving up
+// (often because its own context ended).
+func (w *StreamWriter) Abort(wait time.Duration) error {
+	w.buf = w.buf[:1]
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	err := w.p.Send(ctx, []byte{streamAbort}, w.prio)
+	w.err = fmt.Errorf("stream: %w", ErrClosed)
+	return err
+}
+
 // StreamReader reads a byte stream written by a StreamWriter.
 type StreamReader struct {
 	ctx  context.Context
@@ -177,6 +197,8 @@ func (r *StreamReader) next() error {
 		r.data = r.buf[1:n]
 	case n == 1 && r.buf[0] == streamEnd:
 		r.eof = true
+	case n == 1 && r.buf[0] == streamAbort:
+		return fmt.Errorf("bus %q: %w", r.c.b.name, ErrStreamAborted)
 	default:
 		return fmt.Errorf("bus %q: %w (%d bytes)", r.c.b.name, ErrNotStream, n)
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestStream(t *testing.T) {
@@ -56,4 +57,25 @@ func TestStream(t *testing.T) {
 			t.Fatalf("plain message read as a stream: %v", err)
 		}
 	})
+}
+
+func TestStreamAbort(t *testing.T) {
+	b := newBus(t, nil)
+	p, _ := b.NewProducer()
+	c, _ := b.NewConsumer()
+	ctx := context.Background()
+	w := NewStreamWriter(ctx, p, 0)
+	w.Write([]byte("the beginning"))
+	w.Flush()
+	w.Write([]byte(" and what was buffered"))
+	if err := w.Abort(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(NewStreamReader(ctx, c))
+	if !errors.Is(err, ErrStreamAborted) || string(got) != "the beginning" {
+		t.Fatalf("read %q, %v; want the flushed bytes and ErrStreamAborted", got, err)
+	}
+	if _, err := w.Write([]byte("x")); err == nil {
+		t.Fatal("write after Abort succeeded")
+	}
 }

@@ -232,6 +232,9 @@ func (s *sender) stream(ctx context.Context, in io.Reader) error {
 		err = w.Close()
 	}
 	if err != nil {
+		// Tell the receiver the stream will not be finished, so that it
+		// does not wait for ever (best effort: the bus may be full).
+		w.Abort(time.Second)
 		err = streamError(ctx, err, s.timeout)
 		return fmt.Errorf("%s: %w (after %d bytes of stdin)", onBus("send stream", "to", s.name, err), err, n)
 	}
