@@ -39,6 +39,7 @@ type Lane struct {
 	msgsIn, bytesIn, fullEvents        *atomic.Uint64
 	msgsOut, bytesOut, recovered       *atomic.Uint64
 	releasing                          *atomic.Uint64 // the head a release in progress moves to
+	releaseRaw                         []byte         // the same word, for the consumer's plain store
 	spaceSleeps, spaceWakes, dataWakes *atomic.Uint64
 	space                              *Doorbell
 }
@@ -65,6 +66,7 @@ func NewLane(seg []byte, g *layout.Geometry, i int, space Sleeper) *Lane {
 		bytesOut:    layout.Word64(seg, c+layout.CtrlBytesOut),
 		recovered:   layout.Word64(seg, c+layout.CtrlRecovered),
 		releasing:   layout.Word64(seg, c+layout.CtrlReleasing),
+		releaseRaw:  seg[c+layout.CtrlReleasing : c+layout.CtrlReleasing+8 : c+layout.CtrlReleasing+8],
 		spaceSleeps: layout.Word64(seg, c+layout.CtrlSpaceSleeps),
 		spaceWakes:  layout.Word64(seg, c+layout.CtrlSpaceWakes),
 		dataWakes:   layout.Word64(seg, c+layout.CtrlDataWakes),
