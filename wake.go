@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"sync/atomic"
-	"time"
 
 	"github.com/shmbus/shmbus/futex"
 	"github.com/shmbus/shmbus/layout"
@@ -14,33 +12,15 @@ import (
 	"github.com/shmbus/shmbus/sem"
 )
 
-// futexSleeper sleeps on the doorbell word itself.
-type futexSleeper struct{}
-
-func (futexSleeper) Sleep(w *atomic.Uint32, v uint32, d time.Time) error { return futex.Wait(w, v, d) }
-func (futexSleeper) Wake(w *atomic.Uint32, n int) error {
-	_, err := futex.Wake(w, n)
-	return err
-}
-
-// semSleeper sleeps on one semaphore of the bus's set: semaphore 0 is the
-// data doorbell, 1+i the space doorbell of lane i, and the last one holds
-// the bus's cookie.
-type semSleeper struct {
-	set *sem.Set
-	num int
-}
-
-func (s semSleeper) Sleep(w *atomic.Uint32, v uint32, d time.Time) error {
-	return s.set.Wait(s.num, w, v, d)
-}
-func (s semSleeper) Wake(_ *atomic.Uint32, n int) error { return s.set.Wake(s.num, n) }
-
+// sleeper is the wake primitive of doorbell num: semaphore 0 of the bus's
+// set is the data doorbell, 1+i the space doorbell of lane i, and the last
+// one holds the bus's cookie; with futexes every doorbell sleeps on its own
+// word.
 func (b *Bus) sleeper(num int) ring.Sleeper {
 	if b.sems != nil {
-		return semSleeper{b.sems, num}
+		return b.sems.Sleeper(num)
 	}
-	return futexSleeper{}
+	return futex.Sleeper{}
 }
 
 // createSems makes the semaphore set of a bus with lanes lanes: one per

@@ -16,8 +16,25 @@ package futex
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 )
 
 // ErrUnsupported is returned (wrapped) by Wait and Wake on platforms without futexes.
 // errors.Is(err, errors.ErrUnsupported) also holds.
 var ErrUnsupported = fmt.Errorf("futex: %w", errors.ErrUnsupported)
+
+// Sleeper sleeps and wakes on the word it is given: the shape of the waker
+// interface of package ring (ring.Sleeper), which it satisfies.
+type Sleeper struct{}
+
+// Sleep is Wait.
+func (Sleeper) Sleep(word *atomic.Uint32, expected uint32, deadline time.Time) error {
+	return Wait(word, expected, deadline)
+}
+
+// Wake is Wake, without the count.
+func (Sleeper) Wake(word *atomic.Uint32, n int) error {
+	_, err := Wake(word, n)
+	return err
+}

@@ -3,9 +3,7 @@ package ring
 import (
 	"encoding/binary"
 	"hash/crc32"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -13,26 +11,6 @@ import (
 	"github.com/shmbus/shmbus/layout"
 	"github.com/shmbus/shmbus/sem"
 )
-
-// futexSleeper adapts package futex to Sleeper.
-type futexSleeper struct{}
-
-func (futexSleeper) Sleep(w *atomic.Uint32, v uint32, d time.Time) error { return futex.Wait(w, v, d) }
-func (futexSleeper) Wake(w *atomic.Uint32, n int) error {
-	_, err := futex.Wake(w, n)
-	return err
-}
-
-// semSleeper adapts one semaphore of a System V set to Sleeper.
-type semSleeper struct {
-	set *sem.Set
-	num int
-}
-
-func (s semSleeper) Sleep(w *atomic.Uint32, v uint32, d time.Time) error {
-	return s.set.Wait(s.num, w, v, d)
-}
-func (s semSleeper) Wake(_ *atomic.Uint32, n int) error { return s.set.Wake(s.num, n) }
 
 // forModes runs f once per wake mode.
 func forModes(t *testing.T, f func(t *testing.T, mode layout.WakeMode)) {
@@ -85,14 +63,14 @@ func newTestSeg(t testing.TB, cfg layout.Config, start uint64) *testSeg {
 	h := layout.NewHeader(g)
 	h.Encode(seg)
 	s := &testSeg{seg: seg, g: g}
-	sleeper := func(int) Sleeper { return futexSleeper{} }
+	sleeper := func(int) Sleeper { return futex.Sleeper{} }
 	if cfg.WakeMode == layout.WakeSem {
 		set, err := sem.Create(1+len(g.Lanes), 0o600)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { set.Remove() })
-		sleeper = func(i int) Sleeper { return semSleeper{set, i} }
+		sleeper = func(i int) Sleeper { return set.Sleeper(i) }
 	}
 	for i := range g.Lanes {
 		InitLane(seg, &g, i, start)

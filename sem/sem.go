@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 var (
@@ -63,3 +64,22 @@ func skipWait(word *atomic.Uint32, expected uint32) bool {
 func wakeDelta(value, n int) int {
 	return max(0, min(n, semvmx)-value)
 }
+
+// Sleeper is one semaphore of a set in the shape of the waker interface of
+// package ring (ring.Sleeper), which it satisfies: Sleep waits on it (after
+// checking the word), Wake raises it.
+type Sleeper struct {
+	set *Set
+	num int
+}
+
+// Sleeper returns semaphore num of s as a Sleeper.
+func (s *Set) Sleeper(num int) Sleeper { return Sleeper{s, num} }
+
+// Sleep is Wait on the semaphore.
+func (x Sleeper) Sleep(word *atomic.Uint32, expected uint32, deadline time.Time) error {
+	return x.set.Wait(x.num, word, expected, deadline)
+}
+
+// Wake is Wake on the semaphore; the word is not needed.
+func (x Sleeper) Wake(_ *atomic.Uint32, n int) error { return x.set.Wake(x.num, n) }
