@@ -142,23 +142,11 @@ func (s *Set) Wait(num int, word *atomic.Uint32, expected uint32, deadline time.
 	}
 }
 
-// Wake raises semaphore num so that up to n sleepers can pass, without piling the count up:
-// it reads the value (GETVAL) and adds only max(0, min(n, 32767) - value).
-func (s *Set) Wake(num, n int) error {
-	if err := s.checkNum(num); err != nil {
-		return err
-	}
-	v, err := s.Value(num)
-	if err != nil {
-		return err
-	}
-	delta := wakeDelta(v, n)
-	if delta == 0 {
-		return nil
-	}
+// post adds delta (> 0, so it never blocks) to semaphore num.
+func post(id, num, delta int) error {
 	op := sembuf{num: uint16(num), op: int16(delta)}
 	for {
-		err := semtimedop(s.id, &op, nil) // a positive op never blocks
+		err := semtimedop(id, &op, nil)
 		if err == unix.EINTR {
 			continue
 		}
@@ -169,41 +157,8 @@ func (s *Set) Wake(num, n int) error {
 	}
 }
 
-// Value returns the current value of semaphore num (GETVAL).
-func (s *Set) Value(num int) (int, error) {
-	if err := s.checkNum(num); err != nil {
-		return 0, err
-	}
-	v, err := semctl(s.id, num, getval, 0)
-	if err != nil {
-		return 0, wrap("semctl GETVAL", err)
-	}
-	return v, nil
-}
-
-// SetValue sets semaphore num to v (SETVAL), e.g. to store a cookie in a spare semaphore.
-// v must be in [0, 32767].
-func (s *Set) SetValue(num, v int) error {
-	if err := s.checkNum(num); err != nil {
-		return err
-	}
-	if v < 0 || v > semvmx {
-		return fmt.Errorf("semctl SETVAL: value %d out of range [0,%d]", v, semvmx)
-	}
-	if _, err := semctl(s.id, num, setval, uintptr(v)); err != nil {
-		return wrap("semctl SETVAL", err)
-	}
-	return nil
-}
-
-// Waiting returns how many processes (threads) sleep waiting to decrement semaphore num (GETNCNT).
-func (s *Set) Waiting(num int) (int, error) {
-	if err := s.checkNum(num); err != nil {
-		return 0, err
-	}
-	v, err := semctl(s.id, num, getncnt, 0)
-	if err != nil {
-		return 0, wrap("semctl GETNCNT", err)
-	}
-	return v, nil
+// setValue is SETVAL.
+func setValue(id, num, v int) error {
+	_, err := semctl(id, num, setval, uintptr(v))
+	return err
 }
