@@ -25,6 +25,7 @@ type Consumer struct {
 	asm    *assembler
 
 	lastRecover time.Time
+	emptyLooks  uint32 // lanes found empty by receives, for checkStuck
 }
 
 // NewConsumer takes the bus's consumer role. It fails with ErrBusy while a
@@ -121,11 +122,7 @@ func (c *Consumer) receive(buf []byte) (int, int, error) {
 			// end of a lane it would count as used space, and a producer
 			// waiting for that room would wait for ever.
 			c.lanes[i].Release()
-			if c.lanes[i].InFlight() {
-				// Stuck behind a claim while other lanes keep the consumer
-				// busy (so it never sleeps): look for a dead claimant too.
-				c.recover()
-			}
+			c.checkStuck(i)
 			continue
 		}
 		if err != nil {
@@ -289,9 +286,7 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 			for max <= 0 || total < max {
 				m, err := c.next(i)
 				if err == ring.ErrEmpty {
-					if l.InFlight() {
-						c.recover()
-					}
+					c.checkStuck(i)
 					break
 				}
 				if err != nil {
@@ -332,6 +327,17 @@ func (c *Consumer) ready() bool {
 		}
 	}
 	return false
+}
+
+// checkStuck runs when a receive finds lane i empty. Once in a while it
+// looks whether the lane is stuck behind a claim (a producer mid-write, or
+// dead) while other lanes keep the consumer too busy to sleep, where
+// recovery would otherwise run. Not every time: InFlight reads the tail,
+// the line producers write on every claim.
+func (c *Consumer) checkStuck(i int) {
+	if c.emptyLooks++; c.emptyLooks%1024 == 0 && c.lanes[i].InFlight() {
+		c.recover()
+	}
 }
 
 // recover runs after every sleep: a lane whose read position is claimed
