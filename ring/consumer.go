@@ -85,6 +85,11 @@ func (c *Consumer) InFlight() bool {
 
 // Peek returns the next data record without taking it, skipping (taking)
 // padding on the way. It returns ErrEmpty when nothing is published.
+// Padding it skipped counts as taken: its space returns to the producers
+// only at the next Release (Poll and Receive see to that; a caller of Peek
+// and Next must too, or padding left at the end of the lane keeps counting
+// as used). Peek cannot release it itself: earlier records the caller
+// still holds would be zeroed.
 func (c *Consumer) Peek() (layout.Record, []byte, error) {
 	l := c.l
 	for {
