@@ -95,6 +95,7 @@ func (x *asm) absorb(p []byte, pos uint64) error {
 type assembler struct {
 	b     *Bus
 	base  string // segment path
+	anon  bool   // the segment is a memfd: reassembly happens in memfds too
 	mode  os.FileMode
 	parts map[[2]int]*asm // messages being reassembled
 	spare map[[2]int]*asm // idle files, mapped, for the next message
@@ -105,7 +106,8 @@ func newAssembler(b *Bus) *assembler {
 	if fi, err := b.m.File().Stat(); err == nil {
 		mode = fi.Mode().Perm()
 	}
-	return &assembler{b: b, base: b.m.Path(), mode: mode, parts: map[[2]int]*asm{}, spare: map[[2]int]*asm{}}
+	return &assembler{b: b, base: b.m.Path(), anon: b.m.Anonymous(), mode: mode,
+		parts: map[[2]int]*asm{}, spare: map[[2]int]*asm{}}
 }
 
 func (a *assembler) path(lane, slot int) string {
@@ -121,6 +123,9 @@ func asmFiles(base string) []string {
 // load takes over the reassembly files a previous consumer left. Files that
 // are damaged, or whose message was delivered, are removed.
 func (a *assembler) load() {
+	if a.anon {
+		return // no directory to keep them in: nothing survives a consumer
+	}
 	for _, path := range asmFiles(a.base) {
 		x, err := a.open(path)
 		if err != nil {
@@ -173,10 +178,17 @@ func (a *assembler) begin(lane, slot int, tag, total uint64) (*asm, error) {
 		x = nil
 	}
 	if x == nil {
-		path := a.path(lane, slot)
-		os.Remove(path) // a leftover that load could not use
 		// Room for this message, rounded up so that similar ones fit too.
-		m, err := segment.Create(path, int64(asmHeader+alignUp(total, 64<<10)), a.mode)
+		size := int64(asmHeader + alignUp(total, 64<<10))
+		var m *segment.Mapping
+		var err error
+		if a.anon {
+			m, err = segment.CreateMemfd(fmt.Sprintf("%s~asm.%d.%d", a.b.name, lane, slot), size, false)
+		} else {
+			path := a.path(lane, slot)
+			os.Remove(path) // a leftover that load could not use
+			m, err = segment.Create(path, size, a.mode)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reassembly file: %w", err)
 		}
@@ -219,7 +231,9 @@ func (a *assembler) remove(x *asm) {
 		delete(a.spare, k)
 	}
 	x.m.Close()
-	os.Remove(x.m.Path())
+	if !x.m.Anonymous() {
+		os.Remove(x.m.Path())
+	}
 }
 
 // collect removes the files of lane whose producer is gone (its slot is

@@ -419,3 +419,6 @@ func (c *Consumer) Close() error {
 		return nil
 	})
 }
+
+// Slot is the consumer's peer slot, as Stats().Peers shows it.
+func (c *Consumer) Slot() int { return c.slot }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shmbus/shmbus/internal/proc"
+	"github.com/shmbus/shmbus/internal/segment"
 	"github.com/shmbus/shmbus/layout"
 	"github.com/shmbus/shmbus/ring"
 )
@@ -237,4 +238,54 @@ func (t *peerTable) list() []PeerInfo {
 		})
 	}
 	return out
+}
+
+// ReleaseDead gives back the peer slots that provably dead processes still
+// hold, and with them their roles (a role word naming a free slot is free:
+// the next NewConsumer or single producer takes it at once). It returns the
+// peers whose slots it freed. A dead producer with a claim not yet recovered
+// keeps its slot for now — the consumer needs the claim record to turn the
+// claim into padding — and the consumer is woken to do that at once; a
+// later call frees the slot. Live processes are never touched.
+//
+// Role words themselves are left alone: clearing one could race with a new
+// process that took the freed slot and found the role word already naming
+// it.
+//
+// The daemon calls it when a lease ends; any process may.
+func (b *Bus) ReleaseDead() ([]PeerInfo, error) {
+	if err := b.enter(); err != nil {
+		return nil, err
+	}
+	defer b.exit()
+	var out []PeerInfo
+	err := segment.Guard(func() error {
+		t := b.peers
+		kick := false
+		for _, p := range t.list() {
+			if p.Alive {
+				continue
+			}
+			w := t.owner(p.Slot)
+			o := w.Load()
+			if o == 0 || o == t.tag || tagState(o) != ring.PeerDead {
+				continue // freed or taken over meanwhile
+			}
+			if t.pending(p.Slot, b.lanes) {
+				kick = true
+				continue
+			}
+			if w.CompareAndSwap(o, 0) {
+				out = append(out, p)
+			}
+		}
+		if kick {
+			b.data.Kick()
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("bus %q: release dead peers: %w", b.name, err)
+	}
+	return out, nil
 }

@@ -341,3 +341,6 @@ func (b *Bus) stopper(ctx context.Context, bell *ring.Doorbell) (func() error, f
 	}
 	return stop, cleanup
 }
+
+// Slot is the producer's peer slot, as Stats().Peers shows it.
+func (p *Producer) Slot() int { return p.slot }

@@ -101,6 +101,16 @@ type Options struct {
 	PeerSlots    int          // peers that may be attached at once; default 64
 	Dir          string       // default $SHMBUS_DIR or /dev/shm
 
+	// Memfd makes the bus an anonymous memfd (Linux) instead of a file in
+	// Dir: it has no name in any directory, is sealed so that its size can
+	// never change, and is reached only through its descriptor (Bus.File),
+	// handed to other processes by inheritance or over a UNIX socket and
+	// attached with OpenFile. It lives while some process holds the
+	// descriptor or a mapping. Its consumer reassembles large messages in
+	// memfds as well, so a consumer killed in the middle of one loses that
+	// message (file buses keep it for the next consumer).
+	Memfd bool
+
 	// startPosition sets the lanes' initial positions (tests of wrap-around).
 	startPosition uint64
 }
@@ -213,8 +223,20 @@ func create(name string, opts *Options) (_ *Bus, err error) {
 		mode = DefaultMode
 	}
 	path := segment.Path(opts.Dir, name)
-	m, err := segment.Create(path, int64(g.TotalSize), mode)
+	var m *segment.Mapping
+	if opts.Memfd {
+		m, err = segment.CreateMemfd(name, int64(g.TotalSize), true)
+		if err == nil {
+			err = m.File().Chmod(mode)
+		}
+		path = "" // nothing to remove on failure
+	} else {
+		m, err = segment.Create(path, int64(g.TotalSize), mode)
+	}
 	if err != nil {
+		if m != nil {
+			m.Close()
+		}
 		return nil, err
 	}
 	h := layout.NewHeader(g)
@@ -227,7 +249,9 @@ func create(name string, opts *Options) (_ *Bus, err error) {
 		set, h.SemCookie, err = createSems(len(g.Lanes), mode)
 		if err != nil {
 			m.Close()
-			segment.Remove(path)
+			if path != "" {
+				segment.Remove(path)
+			}
 			return nil, err
 		}
 		h.SemID = int32(set.ID())
@@ -243,7 +267,9 @@ func create(name string, opts *Options) (_ *Bus, err error) {
 		return nil
 	}); err != nil {
 		m.Close()
-		segment.Remove(path)
+		if path != "" {
+			segment.Remove(path)
+		}
 		if set != nil {
 			set.Remove()
 		}
@@ -279,6 +305,42 @@ func open(name string, opts *OpenOptions) (*Bus, error) {
 	if err != nil {
 		return nil, err
 	}
+	return attachMapping(name, m, h, g)
+}
+
+// OpenFile attaches to the bus whose segment is open in f: a descriptor
+// inherited, or received over a UNIX socket (from the daemon, for
+// instance), of a memfd bus or of a bus file. name is the bus's name, for
+// errors and Name. The header is validated against the file's real size as
+// Open does. f is not kept (the bus holds its own duplicate); close it when
+// convenient. opts.Dir is ignored.
+func OpenFile(name string, f *os.File, opts *OpenOptions) (*Bus, error) {
+	b, err := openFile(name, f, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open bus %q: %w", name, err)
+	}
+	return b, nil
+}
+
+func openFile(name string, f *os.File, opts *OpenOptions) (*Bus, error) {
+	if !layout.HostLittleEndian() {
+		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
+	}
+	if err := segment.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = &OpenOptions{}
+	}
+	m, h, g, err := segment.OpenFD(f, "fd:"+segment.Prefix+name, opts.Wait)
+	if err != nil {
+		return nil, err
+	}
+	return attachMapping(name, m, h, g)
+}
+
+func attachMapping(name string, m *segment.Mapping, h layout.Header, g layout.Geometry) (*Bus, error) {
+	var err error
 	if err := checkWake(h.WakeMode); err != nil {
 		m.Close()
 		return nil, err
@@ -310,8 +372,19 @@ func attach(name string, m *segment.Mapping, h layout.Header, g layout.Geometry,
 // Name is the bus's name.
 func (b *Bus) Name() string { return b.name }
 
-// Path is the segment file's path.
+// Path is the segment file's path; for a bus without one (a memfd bus, or
+// one attached with OpenFile) it is a label: "memfd:shmbus.NAME" or
+// "fd:shmbus.NAME".
 func (b *Bus) Path() string { return b.m.Path() }
+
+// File is the open segment file: to pass its descriptor to another process
+// (see OpenFile), or to read its owner and mode. It stays owned by the bus
+// and is closed by Close; do not close it.
+func (b *Bus) File() *os.File { return b.m.File() }
+
+// Anonymous says whether the bus has no file in a directory: a memfd bus,
+// or one attached with OpenFile.
+func (b *Bus) Anonymous() bool { return b.m.Anonymous() }
 
 // Priorities is the number of priority levels (0 is the least urgent).
 func (b *Bus) Priorities() int { return len(b.lanes) }
@@ -395,10 +468,13 @@ func (b *Bus) kickAll() {
 // its semaphore set. Other attached processes keep their mapping until
 // they close it, but their sleepers are woken with errors in sem mode.
 func (b *Bus) Remove() error {
-	path, set := b.m.Path(), b.sems
+	path, set, anon := b.m.Path(), b.sems, b.m.Anonymous()
 	err := b.Close()
 	if set != nil {
 		err = errors.Join(err, set.Remove())
+	}
+	if anon {
+		return err // a memfd goes with its last descriptor and mapping
 	}
 	removeAsmFiles(path)
 	return errors.Join(err, segment.Remove(path))

@@ -121,6 +121,7 @@ type Mapping struct {
 	mm     mmap.MMap // as returned by mmap; the only slice ever unmapped
 	file   *os.File
 	path   string
+	anon   bool // a memfd: path is a label, not a file name
 	closed bool
 }
 
@@ -132,8 +133,15 @@ func (m *Mapping) Bytes() []byte {
 	return m.mm
 }
 
-// Path is the path the segment was created or opened at.
+// Path is the path the segment was created or opened at ("memfd:" and a
+// label for a memfd, "fd:" and the descriptor's number for a segment opened
+// from a descriptor whose name is unknown).
 func (m *Mapping) Path() string { return m.path }
+
+// Anonymous says whether the segment has no name in any directory (a memfd,
+// or a descriptor received from another process): nothing can be placed
+// beside it.
+func (m *Mapping) Anonymous() bool { return m.anon }
 
 // File is the open segment file (for fd passing and locking). It is closed
 // by Close.
@@ -317,6 +325,45 @@ func open(path string, wait time.Duration) (*Mapping, layout.Header, layout.Geom
 		return nil, layout.Header{}, layout.Geometry{}, err
 	}
 	return &Mapping{mm: mm, file: f, path: path}, h, g, nil
+}
+
+// OpenFD maps the segment open in f — a descriptor inherited or received
+// from another process (a memfd from the daemon, for instance) — and
+// validates its header against the file's real size exactly as Open does.
+// f is not kept: the mapping holds a duplicate of the descriptor, so the
+// caller closes f when it likes. label names the segment in errors and is
+// its Path (use "" for "fd:N").
+func OpenFD(f *os.File, label string, wait time.Duration) (*Mapping, layout.Header, layout.Geometry, error) {
+	if label == "" {
+		label = fmt.Sprintf("fd:%d", f.Fd())
+	}
+	m, h, g, err := openDescriptor(f, label, wait)
+	if err != nil {
+		return nil, layout.Header{}, layout.Geometry{}, fmt.Errorf("open segment %q: %w", label, err)
+	}
+	return m, h, g, nil
+}
+
+func openDescriptor(f *os.File, label string, wait time.Duration) (*Mapping, layout.Header, layout.Geometry, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, layout.Header{}, layout.Geometry{}, fmt.Errorf("dup descriptor: %w", err)
+	}
+	acc, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil && acc&unix.O_ACCMODE != unix.O_RDWR {
+		err = fmt.Errorf("%w: descriptor is not open for reading and writing", os.ErrPermission)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, layout.Header{}, layout.Geometry{}, err
+	}
+	dup := os.NewFile(uintptr(fd), label)
+	mm, h, g, err := attach(dup, wait)
+	if err != nil {
+		dup.Close()
+		return nil, layout.Header{}, layout.Geometry{}, err
+	}
+	return &Mapping{mm: mm, file: dup, path: label, anon: true}, h, g, nil
 }
 
 // fileSize is the size of f, which must be a regular file.
