@@ -1,0 +1,724 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/internal/segment"
+)
+
+// conn is one client connection: its credentials, what the daemon holds
+// for it, and its subscriptions.
+type conn struct {
+	s     *Server
+	c     *net.UnixConn
+	cred  creds
+	pidfd int // -1 if the kernel has no pidfds
+	label string
+
+	wmu sync.Mutex // one frame at a time on the socket
+	w   *bufio.Writer
+
+	mu     sync.Mutex
+	hello  bool
+	prods  map[*entry]*shmbus.Producer
+	cons   map[*entry]*shmbus.Consumer
+	leases map[*entry]bool // buses whose descriptor the client has
+	subs   map[string]bool // "" is every bus
+	events chan Event      // to the event writer, once subscribed
+	done   chan struct{}   // closed when the connection ends
+}
+
+func newConn(s *Server, c *net.UnixConn) (*conn, error) {
+	cred, err := peerCreds(c)
+	if err != nil {
+		return nil, err
+	}
+	cn := &conn{s: s, c: c, cred: cred, pidfd: -1, w: bufio.NewWriterSize(c, 64<<10),
+		prods: map[*entry]*shmbus.Producer{}, cons: map[*entry]*shmbus.Consumer{},
+		leases: map[*entry]bool{}, subs: map[string]bool{}, done: make(chan struct{}),
+		label: fmt.Sprintf("client pid %d uid %d", cred.pid, cred.uid)}
+	if fd, err := unix.PidfdOpen(int(cred.pid), 0); err == nil {
+		cn.pidfd = fd
+	}
+	return cn, nil
+}
+
+// serve reads and answers requests until the connection ends, then ends
+// the client's leases.
+func (c *conn) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	frames := make(chan Frame)
+	go func() {
+		defer close(frames)
+		// Reads run here so that a client that goes away cancels a
+		// request waiting on its behalf.
+		defer cancel()
+		r := bufio.NewReaderSize(c.c, 64<<10)
+		for {
+			f, err := ReadFrame(r, c.s.cfg.MaxPayload)
+			if err != nil {
+				c.readFailed(f, err)
+				return
+			}
+			select {
+			case frames <- f:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for f := range frames {
+		if ctx.Err() != nil {
+			break
+		}
+		c.handle(ctx, f)
+	}
+	cancel()
+	c.c.Close()
+	close(c.done)
+	c.endLeases()
+}
+
+// readFailed answers a frame that could not be read, when there is
+// something to say, before the connection is closed.
+func (c *conn) readFailed(f Frame, err error) {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return
+	case errors.Is(err, ErrTooLarge):
+		c.s.metrics.frameErrors.WithLabelValues("too_large").Inc()
+		c.reply(f.ID, TypeError, encodeError(CodeTooLarge, err.Error()+"; closing the connection"))
+	case errors.Is(err, ErrFrame):
+		c.s.metrics.frameErrors.WithLabelValues("bad_frame").Inc()
+		c.reply(f.ID, TypeError, encodeError(CodeBadFrame, err.Error()+"; closing the connection"))
+	default:
+		c.s.metrics.frameErrors.WithLabelValues("truncated").Inc()
+	}
+	c.s.cfg.Logf("%s: closing the connection: %v", c.label, err)
+}
+
+// reply writes one frame (with a descriptor, if fd >= 0).
+func (c *conn) reply(id uint32, typ uint16, payload []byte) error {
+	return c.replyFD(id, typ, payload, -1)
+}
+
+func (c *conn) replyFD(id uint32, typ uint16, payload []byte, fd int) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	frame := AppendFrame(make([]byte, 0, headerLen+len(payload)), typ, id, payload)
+	c.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if fd >= 0 {
+		// The descriptor rides on the frame's first byte.
+		if err := c.w.Flush(); err != nil {
+			return err
+		}
+		if _, _, err := c.c.WriteMsgUnix(frame[:1], unix.UnixRights(fd), nil); err != nil {
+			return err
+		}
+		frame = frame[1:]
+	}
+	if _, err := c.w.Write(frame); err != nil {
+		return err
+	}
+	return c.w.Flush()
+}
+
+// handle executes one request and answers it.
+func (c *conn) handle(ctx context.Context, f Frame) {
+	name := typeNames[f.Type]
+	if name == "" {
+		name = "unknown"
+	}
+	start := time.Now()
+	typ, payload, fd, err := c.dispatch(ctx, f)
+	if fd != nil {
+		defer fd.Close()
+	}
+	if err != nil {
+		code, msg := errorCode(err)
+		c.s.metrics.request(name, code.String(), time.Since(start))
+		c.reply(f.ID, TypeError, encodeError(code, msg))
+		return
+	}
+	c.s.metrics.request(name, "OK", time.Since(start))
+	if fd != nil {
+		c.replyFD(f.ID, typ, payload, int(fd.Fd()))
+		return
+	}
+	c.reply(f.ID, typ, payload)
+}
+
+func (c *conn) dispatch(ctx context.Context, f Frame) (uint16, []byte, *os.File, error) {
+	c.mu.Lock()
+	hello := c.hello
+	c.mu.Unlock()
+	if !hello && f.Type != TypeHello {
+		if typeNames[f.Type] == "" {
+			return 0, nil, nil, &Error{CodeUnknownType, fmt.Sprintf("unknown request type %#04x", f.Type)}
+		}
+		return 0, nil, nil, &Error{CodeHelloRequired, "send HELLO first"}
+	}
+	switch f.Type {
+	case TypeHello:
+		return c.doHello(f.Payload)
+	case TypeCreate:
+		return c.doCreate(f.Payload)
+	case TypeOpen:
+		return c.doOpen(f.Payload)
+	case TypeSend:
+		return c.doSend(ctx, f.Payload)
+	case TypeRecv:
+		return c.doRecv(ctx, f.Payload)
+	case TypeRelease:
+		return c.doRelease(f.Payload)
+	case TypeStat:
+		return c.doStat(f.Payload)
+	case TypeList:
+		return c.doList(f.Payload)
+	case TypeSubscribe:
+		return c.doSubscribe(f.Payload)
+	case TypeUnsubscribe:
+		return c.doUnsubscribe(f.Payload)
+	case TypeRemove:
+		return c.doRemove(f.Payload)
+	}
+	return 0, nil, nil, &Error{CodeUnknownType, fmt.Sprintf("unknown request type %#04x", f.Type)}
+}
+
+// errorCode maps an error to its code and message.
+func errorCode(err error) (Code, string) {
+	var de *Error
+	switch {
+	case errors.As(err, &de):
+		return de.Code, de.Message
+	case errors.Is(err, errDecode):
+		return CodeBadFrame, err.Error()
+	case errors.Is(err, shmbus.ErrBadName):
+		return CodeBadName, err.Error()
+	case errors.Is(err, shmbus.ErrNotExist):
+		return CodeNotFound, err.Error()
+	case errors.Is(err, shmbus.ErrExist):
+		return CodeExists, err.Error()
+	case errors.Is(err, shmbus.ErrPermission):
+		return CodePermission, err.Error()
+	case errors.Is(err, shmbus.ErrBusy):
+		return CodeBusy, err.Error()
+	case errors.Is(err, shmbus.ErrFull):
+		return CodeFull, err.Error()
+	case errors.Is(err, shmbus.ErrEmpty):
+		return CodeEmpty, err.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return CodeTimeout, "timed out"
+	case errors.Is(err, context.Canceled), errors.Is(err, shmbus.ErrClosed):
+		return CodeShutdown, err.Error()
+	case errors.Is(err, shmbus.ErrTooLarge):
+		return CodeTooLarge, err.Error()
+	case errors.Is(err, shmbus.ErrPriority), errors.Is(err, shmbus.ErrConfig):
+		return CodeBadArgument, err.Error()
+	case errors.Is(err, shmbus.ErrNoSlot):
+		return CodeNoSlot, err.Error()
+	case errors.Is(err, shmbus.ErrCorrupt), errors.Is(err, shmbus.ErrVersion), errors.Is(err, shmbus.ErrNotReady):
+		return CodeCorrupt, err.Error()
+	case errors.Is(err, shmbus.ErrUnsupported):
+		return CodeUnsupported, err.Error()
+	}
+	return CodeInternal, err.Error()
+}
+
+func (c *conn) doHello(p []byte) (uint16, []byte, *os.File, error) {
+	m, err := decodeHello(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if m.Version != Version {
+		return 0, nil, nil, &Error{CodeBadVersion, fmt.Sprintf("version %d asked, this daemon speaks %d", m.Version, Version)}
+	}
+	c.mu.Lock()
+	c.hello = true
+	if m.Client != "" {
+		c.label = fmt.Sprintf("client %q pid %d uid %d", m.Client, c.cred.pid, c.cred.uid)
+	}
+	c.mu.Unlock()
+	return TypeWelcome, Welcome{Version: Version, MaxPayload: uint32(c.s.cfg.MaxPayload), Server: c.s.cfg.Version,
+		PID: c.cred.pid, UID: c.cred.uid, GID: c.cred.gid}.encode(), nil, nil
+}
+
+func (c *conn) doCreate(p []byte) (uint16, []byte, *os.File, error) {
+	m, err := decodeCreate(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if m.Flags&^(FlagMemfd|FlagFailFast|FlagWantFD) != 0 || m.Producers > 1 || m.Wake > 2 || m.Mode&^0o777 != 0 {
+		return 0, nil, nil, &Error{CodeBadArgument, fmt.Sprintf("create %q: bad flags %#x, producers %d, wake %d or mode %#o",
+			m.Name, m.Flags, m.Producers, m.Wake, m.Mode)}
+	}
+	opts := &shmbus.Options{Priorities: int(m.Priorities), LaneCapacity: int(m.LaneCapacity), MaxMessage: int(m.MaxMessage),
+		FailFast: m.Flags&FlagFailFast != 0, Mode: os.FileMode(m.Mode), Dir: c.s.cfg.Dir, Memfd: m.Flags&FlagMemfd != 0}
+	if m.Producers == 1 {
+		opts.Producers = shmbus.SingleProducer
+	}
+	if m.Wake != 0 {
+		opts.Wake = shmbus.WakeMode(m.Wake)
+	}
+	chown := os.Geteuid() == 0 && c.cred.uid != 0
+	if chown && opts.Wake == shmbus.WakeSem {
+		return 0, nil, nil, &Error{CodeUnsupported, fmt.Sprintf("create %q: the daemon cannot give a semaphore set to uid %d; use futex wake-ups, or create the bus as that user",
+			m.Name, c.cred.uid)}
+	}
+	if !chown && os.Geteuid() != int(c.cred.uid) {
+		return 0, nil, nil, &Error{CodePermission, fmt.Sprintf("create %q: the daemon runs as uid %d and cannot make a bus owned by uid %d",
+			m.Name, os.Geteuid(), c.cred.uid)}
+	}
+	if opts.Memfd {
+		// The name must be free among the directory's buses too, so that
+		// one name means one bus.
+		if _, err := os.Stat(segment.Path(c.s.cfg.Dir, m.Name)); err == nil {
+			return 0, nil, nil, &Error{CodeExists, fmt.Sprintf("create %q: a bus of that name exists in the directory", m.Name)}
+		}
+	}
+	b, err := shmbus.Create(m.Name, opts)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if chown {
+		if err := b.File().Chown(int(c.cred.uid), int(c.cred.gid)); err != nil {
+			b.Remove()
+			return 0, nil, nil, fmt.Errorf("create %q: give it to uid %d: %w", m.Name, c.cred.uid, err)
+		}
+	}
+	e, err := c.s.add(m.Name, b, opts.Memfd)
+	if err != nil {
+		b.Remove()
+		return 0, nil, nil, err
+	}
+	c.s.cfg.Logf("%s created bus %q (memfd %v)", c.label, m.Name, opts.Memfd)
+	return c.busReply(e, m.Flags&FlagWantFD != 0)
+}
+
+func (c *conn) doOpen(p []byte) (uint16, []byte, *os.File, error) {
+	m, err := decodeOpen(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if m.Flags&^FlagWantFD != 0 {
+		return 0, nil, nil, &Error{CodeBadArgument, fmt.Sprintf("open %q: unknown flags %#x", m.Name, m.Flags)}
+	}
+	want := uint32(permRead)
+	if m.Flags&FlagWantFD != 0 {
+		want |= permWrite
+	}
+	e, err := c.bus(m.Name, want, "open")
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return c.busReply(e, m.Flags&FlagWantFD != 0)
+}
+
+// busReply describes e and, with wantFD, passes its descriptor and starts
+// the client's lease on it.
+func (c *conn) busReply(e *entry, wantFD bool) (uint16, []byte, *os.File, error) {
+	h := e.bus.Header()
+	st, err := fileStat(e.bus)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("bus %q: %w", e.name, err)
+	}
+	info := BusInfo{Name: e.name, Kind: KindFile, Wake: uint8(h.WakeMode), Priorities: uint16(e.bus.Priorities()),
+		Mode: uint16(st.Mode & 0o777), UID: st.Uid, GID: st.Gid, Size: h.TotalSize, MaxMessage: h.MaxMessage,
+		MaxRecord: uint32(e.bus.MaxRecordPayload())}
+	if e.memfd {
+		info.Kind = KindMemfd
+	}
+	if h.Flags&1 == 0 { // layout.FlagMultiProducer
+		info.Producers = 1
+	}
+	if !wantFD {
+		return TypeBus, info.encode(), nil, nil
+	}
+	// A duplicate, so that the reply can be written after a concurrent
+	// REMOVE has closed the bus.
+	fd, err := unix.FcntlInt(e.bus.File().Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("bus %q: dup descriptor: %w", e.name, err)
+	}
+	info.FD = 1
+	c.mu.Lock()
+	c.leases[e] = true
+	c.mu.Unlock()
+	return TypeBus, info.encode(), os.NewFile(uintptr(fd), e.name), nil
+}
+
+// bus returns the bus called name if the client may do what with it.
+func (c *conn) bus(name string, want uint32, what string) (*entry, error) {
+	e, err := c.s.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	st, err := fileStat(e.bus)
+	if err != nil {
+		return nil, fmt.Errorf("bus %q: %w", name, err)
+	}
+	if missing := c.cred.missing(st, want); missing != "" {
+		return nil, &Error{CodePermission, fmt.Sprintf("%s %q: uid %d gid %d lacks %s permission (bus owned by uid %d gid %d, mode %#o)",
+			what, name, c.cred.uid, c.cred.gid, missing, st.Uid, st.Gid, st.Mode&0o777)}
+	}
+	return e, nil
+}
+
+func fileStat(b *shmbus.Bus) (*syscall.Stat_t, error) {
+	fi, err := b.File().Stat()
+	if err != nil {
+		return nil, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, fmt.Errorf("no owner information for %s", b.Path())
+	}
+	return st, nil
+}
+
+// ctxFor is ctx bounded by a request's timeout (0 = none).
+func ctxFor(ctx context.Context, ms uint32) (context.Context, context.CancelFunc) {
+	if ms == 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+}
+
+func (c *conn) doSend(ctx context.Context, p []byte) (uint16, []byte, *os.File, error) {
+	m, err := decodeSend(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	e, err := c.bus(m.Name, permWrite, "send to")
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	c.mu.Lock()
+	prod := c.prods[e]
+	c.mu.Unlock()
+	if prod == nil {
+		if prod, err = e.bus.NewProducer(); err != nil {
+			return 0, nil, nil, err
+		}
+		e.mu.Lock()
+		e.proxied[prod.Slot()] = int(c.cred.pid)
+		e.mu.Unlock()
+		c.mu.Lock()
+		c.prods[e] = prod
+		c.mu.Unlock()
+	}
+	if m.Flags&FlagNoWait != 0 {
+		err = prod.TrySend(m.Message, int(m.Priority))
+	} else {
+		sctx, cancel := ctxFor(ctx, m.TimeoutMS)
+		err = prod.Send(sctx, m.Message, int(m.Priority))
+		cancel()
+	}
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	c.s.metrics.relayed("send", len(m.Message))
+	return TypeOK, nil, nil, nil
+}
+
+func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, error) {
+	m, err := decodeRecv(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	e, err := c.bus(m.Name, permRead, "receive from")
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	c.mu.Lock()
+	cons := c.cons[e]
+	c.mu.Unlock()
+	if cons == nil {
+		e.mu.Lock()
+		if e.consumer != nil {
+			e.mu.Unlock()
+			return 0, nil, nil, &Error{CodeBusy, fmt.Sprintf("receive from %q: another daemon client is its consumer", m.Name)}
+		}
+		cons, err = e.bus.NewConsumer()
+		if err != nil {
+			e.mu.Unlock()
+			return 0, nil, nil, err
+		}
+		e.consumer = c
+		e.proxied[cons.Slot()] = int(c.cred.pid)
+		e.mu.Unlock()
+		c.mu.Lock()
+		c.cons[e] = cons
+		c.mu.Unlock()
+	}
+	buf := make([]byte, e.bus.MaxMessage())
+	var n, prio int
+	if m.Flags&FlagNoWait != 0 {
+		n, prio, err = cons.TryReceive(buf)
+	} else {
+		rctx, cancel := ctxFor(ctx, m.TimeoutMS)
+		n, prio, err = cons.Receive(rctx, buf)
+		cancel()
+	}
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	c.s.metrics.relayed("recv", n)
+	return TypeMessage, Message{Priority: uint8(prio), Data: buf[:n]}.encode(), nil, nil
+}
+
+func (c *conn) doRelease(p []byte) (uint16, []byte, *os.File, error) {
+	name, err := decodeNamed(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if err := segment.ValidateName(name); err != nil {
+		return 0, nil, nil, err
+	}
+	c.mu.Lock()
+	var found *entry
+	for e := range c.prods {
+		if e.name == name {
+			found = e
+		}
+	}
+	for e := range c.cons {
+		if e.name == name {
+			found = e
+		}
+	}
+	for e := range c.leases {
+		if e.name == name {
+			found = e
+		}
+	}
+	c.mu.Unlock()
+	if found != nil {
+		c.releaseEntry(found)
+	}
+	return TypeOK, nil, nil, nil
+}
+
+// releaseEntry gives back what the daemon holds on e for this client.
+func (c *conn) releaseEntry(e *entry) {
+	c.mu.Lock()
+	prod, cons := c.prods[e], c.cons[e]
+	delete(c.prods, e)
+	delete(c.cons, e)
+	delete(c.leases, e)
+	c.mu.Unlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if prod != nil {
+		prod.Abort() // an unfinished message is not published
+		prod.Close()
+	}
+	if cons != nil {
+		cons.Close()
+		if e.consumer == c {
+			e.consumer = nil
+		}
+	}
+	c.s.poke()
+}
+
+func (c *conn) doStat(p []byte) (uint16, []byte, *os.File, error) {
+	name, err := decodeNamed(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	e, err := c.bus(name, permRead, "stat")
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	var js []byte
+	if c.s.cfg.StatJSON != nil {
+		js, err = c.s.cfg.StatJSON(e.bus)
+	} else {
+		js, err = minimalStat(e.bus)
+	}
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	var enc enc
+	enc.bytes(js)
+	return TypeStats, enc.b, nil, nil
+}
+
+func (c *conn) doList(p []byte) (uint16, []byte, *os.File, error) {
+	if len(p) != 0 {
+		return 0, nil, nil, fmt.Errorf("%w: LIST has no payload, got %d bytes", errDecode, len(p))
+	}
+	names, err := c.s.names()
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return TypeNames, encodeNames(names), nil, nil
+}
+
+func (c *conn) doSubscribe(p []byte) (uint16, []byte, *os.File, error) {
+	name, err := decodeNamed(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if name != "" {
+		if _, err := c.bus(name, permRead, "subscribe to"); err != nil {
+			return 0, nil, nil, err
+		}
+	}
+	c.mu.Lock()
+	c.subs[name] = true
+	start := c.events == nil
+	if start {
+		c.events = make(chan Event, 1024)
+	}
+	c.mu.Unlock()
+	if start {
+		go c.writeEvents()
+	}
+	c.s.poke()
+	return TypeOK, nil, nil, nil
+}
+
+func (c *conn) doUnsubscribe(p []byte) (uint16, []byte, *os.File, error) {
+	name, err := decodeNamed(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	c.mu.Lock()
+	delete(c.subs, name)
+	c.mu.Unlock()
+	return TypeOK, nil, nil, nil
+}
+
+func (c *conn) doRemove(p []byte) (uint16, []byte, *os.File, error) {
+	name, err := decodeNamed(p)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	e, err := c.s.lookup(name)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	st, err := fileStat(e.bus)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if c.cred.uid != 0 && c.cred.uid != st.Uid {
+		return 0, nil, nil, &Error{CodePermission, fmt.Sprintf("remove %q: only its owner (uid %d) or root may remove it", name, st.Uid)}
+	}
+	c.s.drop(e)
+	e.mu.Lock()
+	e.removed = true
+	e.mu.Unlock()
+	if err := e.bus.Remove(); err != nil {
+		return 0, nil, nil, err
+	}
+	c.s.cfg.Logf("%s removed bus %q", c.label, name)
+	return TypeOK, nil, nil, nil
+}
+
+// wants says whether the client subscribed to events of e and may read it.
+func (c *conn) wants(e *entry) bool {
+	c.mu.Lock()
+	sub := c.events != nil && (c.subs[""] || c.subs[e.name])
+	c.mu.Unlock()
+	if !sub {
+		return false
+	}
+	st, err := fileStat(e.bus)
+	return err == nil && c.cred.missing(st, permRead) == ""
+}
+
+// notify queues an event for the client; a client too slow to take its
+// events loses its connection rather than stalling the daemon.
+func (c *conn) notify(ev Event) {
+	select {
+	case c.events <- ev:
+	case <-c.done:
+	default:
+		c.s.cfg.Logf("%s: event queue full, closing the connection", c.label)
+		c.c.Close()
+	}
+}
+
+func (c *conn) writeEvents() {
+	for {
+		select {
+		case ev := <-c.events:
+			if err := c.reply(0, TypeEvent, ev.encode()); err != nil {
+				c.c.Close()
+				return
+			}
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// endLeases runs when the connection has ended: what the daemon held for
+// the client is closed at once; the slots the client took itself in
+// segments it mapped are released once its process has exited.
+func (c *conn) endLeases() {
+	c.mu.Lock()
+	var held []*entry
+	for e := range c.prods {
+		held = append(held, e)
+	}
+	for e := range c.cons {
+		held = append(held, e)
+	}
+	mapped := len(c.leases) > 0
+	c.mu.Unlock()
+	for _, e := range held {
+		c.releaseEntry(e)
+	}
+	if mapped && c.pidfd >= 0 {
+		c.s.wg.Add(1)
+		go func() {
+			defer c.s.wg.Done()
+			c.awaitExit()
+		}()
+		return
+	}
+	if c.pidfd >= 0 {
+		unix.Close(c.pidfd)
+	}
+	c.s.poke()
+}
+
+// awaitExit waits for the client's process to exit (or the daemon to shut
+// down), then has the peer tables scanned so its slots are released.
+func (c *conn) awaitExit() {
+	defer unix.Close(c.pidfd)
+	for {
+		fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 200)
+		if err != nil && err != unix.EINTR {
+			break
+		}
+		if n > 0 {
+			c.s.cfg.Logf("%s: process exited; releasing what it held", c.label)
+			break
+		}
+		c.s.mu.Lock()
+		closed := c.s.closed
+		c.s.mu.Unlock()
+		if closed {
+			return
+		}
+	}
+	c.s.poke()
+}

@@ -1,0 +1,136 @@
+package daemon
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the daemon's own counters, and a collector that reads every
+// open bus's statistics from its segment when scraped (so they cost
+// nothing between scrapes).
+type metrics struct {
+	reg          *prometheus.Registry
+	conns        prometheus.Gauge
+	connsTotal   prometheus.Counter
+	connErrors   prometheus.Counter
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	frameErrors  *prometheus.CounterVec
+	relayedMsgs  *prometheus.CounterVec
+	relayedBytes *prometheus.CounterVec
+	released     prometheus.Counter
+	events       prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "shmbus_daemon_connections",
+			Help: "Client connections open now."}),
+		connsTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_connections_total",
+			Help: "Client connections accepted."}),
+		connErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_connection_errors_total",
+			Help: "Connections refused because their credentials could not be read."}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_requests_total",
+			Help: "Requests answered, by type and result (OK or an error code)."}, []string{"type", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shmbus_daemon_request_seconds",
+			Help:    "Time to execute a request, waiting included.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, []string{"type"}),
+		frameErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_frame_errors_total",
+			Help: "Connections closed for frames that could not be read, by kind."}, []string{"kind"}),
+		relayedMsgs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_relayed_messages_total",
+			Help: "Messages sent or received through the socket."}, []string{"direction"}),
+		relayedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_relayed_bytes_total",
+			Help: "Message bytes sent or received through the socket."}, []string{"direction"}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_released_peers_total",
+			Help: "Peer slots of dead processes released."}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_peer_events_total",
+			Help: "Peer events (join, leave, crash) observed."}),
+	}
+	m.reg.MustRegister(m.conns, m.connsTotal, m.connErrors, m.requests, m.latency, m.frameErrors,
+		m.relayedMsgs, m.relayedBytes, m.released, m.events, &busCollector{s},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) request(typ, result string, d time.Duration) {
+	m.requests.WithLabelValues(typ, result).Inc()
+	m.latency.WithLabelValues(typ).Observe(d.Seconds())
+}
+
+func (m *metrics) relayed(dir string, n int) {
+	m.relayedMsgs.WithLabelValues(dir).Inc()
+	m.relayedBytes.WithLabelValues(dir).Add(float64(n))
+}
+
+// MetricsHandler serves the metrics in the Prometheus text format.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
+
+var (
+	busLabels  = []string{"bus", "priority"}
+	descMsgs   = prometheus.NewDesc("shmbus_bus_messages_total", "Messages published (in) and consumed (out), per priority.", append(busLabels, "direction"), nil)
+	descBytes  = prometheus.NewDesc("shmbus_bus_bytes_total", "Message bytes published (in) and consumed (out), per priority.", append(busLabels, "direction"), nil)
+	descDepth  = prometheus.NewDesc("shmbus_bus_depth_bytes", "Ring bytes in use, per priority.", busLabels, nil)
+	descCap    = prometheus.NewDesc("shmbus_bus_capacity_bytes", "Ring size, per priority.", busLabels, nil)
+	descFull   = prometheus.NewDesc("shmbus_bus_full_total", "Times a producer found the lane full.", busLabels, nil)
+	descRecov  = prometheus.NewDesc("shmbus_bus_recovered_total", "Claims of dead producers turned into padding.", busLabels, nil)
+	descPSleep = prometheus.NewDesc("shmbus_bus_producer_sleeps_total", "Times a producer slept waiting for room.", busLabels, nil)
+	descPWake  = prometheus.NewDesc("shmbus_bus_producer_wakes_total", "Times the consumer woke producers waiting for room.", busLabels, nil)
+	descCSleep = prometheus.NewDesc("shmbus_bus_consumer_sleeps_total", "Times the consumer slept.", []string{"bus"}, nil)
+	descCWake  = prometheus.NewDesc("shmbus_bus_consumer_wakes_total", "Times a producer woke the consumer.", []string{"bus"}, nil)
+	descPeers  = prometheus.NewDesc("shmbus_bus_peers", "Occupied peer slots, by role and liveness.", []string{"bus", "role", "alive"}, nil)
+)
+
+// busCollector reads the statistics of every bus the daemon has open.
+type busCollector struct{ s *Server }
+
+func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descMsgs, descBytes, descDepth, descCap, descFull, descRecov,
+		descPSleep, descPWake, descCSleep, descCWake, descPeers} {
+		ch <- d
+	}
+}
+
+func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, e := range c.s.entries() {
+		st, err := e.bus.Stats()
+		if err != nil {
+			continue
+		}
+		for i, l := range st.Lanes {
+			p := strconv.Itoa(i)
+			counter(descMsgs, l.MsgsIn, e.name, p, "in")
+			counter(descMsgs, l.MsgsOut, e.name, p, "out")
+			counter(descBytes, l.BytesIn, e.name, p, "in")
+			counter(descBytes, l.BytesOut, e.name, p, "out")
+			gauge(descDepth, float64(l.Used()), e.name, p)
+			gauge(descCap, float64(l.Capacity), e.name, p)
+			counter(descFull, l.FullEvents, e.name, p)
+			counter(descRecov, l.Recovered, e.name, p)
+			counter(descPSleep, l.SpaceSleeps, e.name, p)
+			counter(descPWake, l.SpaceWakes, e.name, p)
+		}
+		counter(descCSleep, st.ConsumerSleeps, e.name)
+		counter(descCWake, st.ConsumerWakes, e.name)
+		count := map[[2]string]int{}
+		for _, p := range st.Peers {
+			count[[2]string{p.Role, strconv.FormatBool(p.Alive)}]++
+		}
+		for k, n := range count {
+			gauge(descPeers, float64(n), e.name, k[0], k[1])
+		}
+	}
+}

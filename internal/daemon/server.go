@@ -1,0 +1,277 @@
+// Package daemon is the shmbus daemon: a UNIX-socket server through which
+// peers in other languages, and peers that cannot map memory, use shmbus
+// buses. Its wire protocol is docs/daemon-protocol.md; this package holds
+// the server, the frame codec and a Go client.
+//
+// The daemon never writes a ring itself except through the Bus API (as the
+// producer or consumer of a socket client). What it adds to the segment
+// protocol is leases: it knows each client's process from the kernel
+// (SO_PEERCRED, a pidfd), releases what a dead client held (ReleaseDead),
+// wakes the consumer so that the dead client's claims are recovered at
+// once, and tells subscribers.
+//
+// The package never prints: it reports through Config.Logf.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmbus/shmbus"
+)
+
+// Config configures a Server.
+type Config struct {
+	Dir          string        // bus directory; "" is $SHMBUS_DIR or /dev/shm
+	MaxPayload   int           // largest frame payload accepted; 0 is DefaultMaxPayload
+	PollInterval time.Duration // how often peer tables are scanned for joins, departures and deaths; 0 is 50ms
+	Version      string        // the server string of WELCOME
+	// StatJSON renders a bus's statistics for STAT (the CLI's `stat --json`
+	// document). Nil uses a minimal rendering.
+	StatJSON func(*shmbus.Bus) ([]byte, error)
+	// Logf receives one line per notable event (connections refused,
+	// malformed frames, leases ended). Nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// Server serves the daemon protocol on a listener.
+type Server struct {
+	cfg Config
+
+	mu     sync.Mutex
+	buses  map[string]*entry
+	conns  map[*conn]struct{}
+	closed bool
+
+	metrics *metrics
+	rescan  chan struct{} // poked when a lease ends: scan peer tables now
+	wg      sync.WaitGroup
+	nextID  atomic.Uint64
+}
+
+// entry is a bus the daemon has open.
+type entry struct {
+	name  string
+	bus   *shmbus.Bus
+	memfd bool
+
+	mu       sync.Mutex
+	consumer *conn       // the connection the daemon's consumer serves
+	proxied  map[int]int // peer slot -> pid of the client it is held for
+	seen     map[peerKey]shmbus.PeerInfo
+	crashed  map[peerKey]bool
+	removed  bool
+}
+
+type peerKey struct {
+	slot, pid int
+	joined    int64
+}
+
+// New returns a server with cfg.
+func New(cfg Config) *Server {
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 50 * time.Millisecond
+	}
+	if cfg.Version == "" {
+		cfg.Version = "shmbus"
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	s := &Server{cfg: cfg, buses: map[string]*entry{}, conns: map[*conn]struct{}{}, rescan: make(chan struct{}, 1)}
+	s.metrics = newMetrics(s)
+	return s
+}
+
+// Serve accepts connections on l until ctx is done, then shuts down: it
+// stops accepting, ends every connection (and so every lease: producers
+// and consumers held for clients are closed), closes the buses it has open
+// and returns. It returns nil after a shutdown asked for by ctx.
+func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watch(ctx)
+	}()
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	var err error
+	for {
+		c, aerr := l.AcceptUnix()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("daemon: accept: %w", aerr)
+			}
+			break
+		}
+		s.accept(ctx, c)
+	}
+	cancel()
+	s.shutdown()
+	s.wg.Wait()
+	s.closeBuses()
+	return err
+}
+
+func (s *Server) accept(ctx context.Context, c *net.UnixConn) {
+	cn, err := newConn(s, c)
+	if err != nil {
+		s.cfg.Logf("refused a connection: %v", err)
+		s.metrics.connErrors.Inc()
+		c.Close()
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.conns[cn] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.conns.Inc()
+	s.metrics.connsTotal.Inc()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		cn.serve(ctx)
+		s.mu.Lock()
+		delete(s.conns, cn)
+		s.mu.Unlock()
+		s.metrics.conns.Dec()
+	}()
+}
+
+// shutdown ends every connection.
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.c.Close()
+	}
+}
+
+func (s *Server) closeBuses() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, e := range s.buses {
+		e.bus.Close()
+		delete(s.buses, name)
+	}
+}
+
+// poke asks the watcher for a scan now.
+func (s *Server) poke() {
+	select {
+	case s.rescan <- struct{}{}:
+	default:
+	}
+}
+
+// lookup returns the open bus called name, opening it from the directory
+// if the daemon does not have it open yet.
+func (s *Server) lookup(name string) (*entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, &Error{CodeShutdown, "the daemon is shutting down"}
+	}
+	if e := s.buses[name]; e != nil {
+		return e, nil
+	}
+	b, err := shmbus.Open(name, &shmbus.OpenOptions{Dir: s.cfg.Dir})
+	if err != nil {
+		return nil, err
+	}
+	e := newEntry(name, b, false)
+	s.buses[name] = e
+	return e, nil
+}
+
+func newEntry(name string, b *shmbus.Bus, memfd bool) *entry {
+	return &entry{name: name, bus: b, memfd: memfd, proxied: map[int]int{},
+		seen: map[peerKey]shmbus.PeerInfo{}, crashed: map[peerKey]bool{}}
+}
+
+// add registers a bus this daemon created.
+func (s *Server) add(name string, b *shmbus.Bus, memfd bool) (*entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, &Error{CodeShutdown, "the daemon is shutting down"}
+	}
+	if s.buses[name] != nil {
+		return nil, &Error{CodeExists, fmt.Sprintf("bus %q exists", name)}
+	}
+	e := newEntry(name, b, memfd)
+	s.buses[name] = e
+	return e, nil
+}
+
+// drop forgets a removed bus.
+func (s *Server) drop(e *entry) {
+	s.mu.Lock()
+	if s.buses[e.name] == e {
+		delete(s.buses, e.name)
+	}
+	s.mu.Unlock()
+}
+
+// names lists the buses of the directory and the daemon's memfd buses.
+func (s *Server) names() ([]string, error) {
+	names, err := shmbus.List(s.cfg.Dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	s.mu.Lock()
+	for name, e := range s.buses {
+		if e.memfd {
+			names = append(names, name)
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(names)
+	return slices.Compact(names), nil
+}
+
+// entries is a snapshot of the open buses.
+func (s *Server) entries() []*entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*entry, 0, len(s.buses))
+	for _, e := range s.buses {
+		out = append(out, e)
+	}
+	return out
+}
+
+// connsSnapshot is a snapshot of the connections.
+func (s *Server) connsSnapshot() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
