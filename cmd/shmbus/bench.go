@@ -38,7 +38,7 @@ method, the columns and the JSON schema (--json).
 SIZES are numbers of bytes with an optional k, m, KiB or MiB suffix
 (powers of 1024): 8,64,1k,64k,1m.
 
-A full run takes a few minutes; --quick (sizes 64 and 64k, 100ms per
+A full run takes about a minute; --quick (sizes 64 and 64k, 100ms per
 figure) well under one. The machine should be otherwise idle: other load
 shows up in the figures.`
 
