@@ -20,6 +20,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/bench"
 )
 
 // programs are the commands the scripts run as processes.
@@ -29,6 +30,14 @@ var programs = map[string]func(){
 }
 
 func TestMain(m *testing.M) {
+	// The peers of "shmbus bench" are this test binary started again.
+	if handled, err := bench.ChildMain(); handled {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, errorLine(err))
+			os.Exit(exitFailure)
+		}
+		os.Exit(exitOK)
+	}
 	testscript.Main(m, programs)
 }
 

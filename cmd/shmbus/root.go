@@ -194,6 +194,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.rmCmd(),
 		a.checkCmd(),
 		a.soakCmd(),
+		a.benchCmd(),
 		a.daemonCmd(),
 		a.versionCmd(),
 	)
