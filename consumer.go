@@ -384,6 +384,9 @@ func (c *Consumer) wrap(err error) error {
 	if err == nil {
 		return nil
 	}
+	if err == ErrEmpty {
+		return c.b.errEmpty // made once: a polling loop meets it constantly
+	}
 	return fmt.Errorf("bus %q: receive: %w", c.b.name, err)
 }
 

@@ -261,6 +261,9 @@ func (p *Producer) wrap(err error) error {
 	if err == nil {
 		return nil
 	}
+	if err == ErrFull {
+		return p.b.errFull // made once: TrySend loops meet it constantly
+	}
 	return fmt.Errorf("bus %q: send: %w", p.b.name, err)
 }
 

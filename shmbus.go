@@ -147,6 +147,8 @@ type Bus struct {
 	drainOnce sync.Once
 
 	created bool
+
+	errEmpty, errFull error // the wrapped ErrEmpty and ErrFull, made once
 }
 
 func (o *Options) config() (layout.Config, error) {
@@ -359,7 +361,9 @@ func attachMapping(name string, m *segment.Mapping, h layout.Header, g layout.Ge
 func attach(name string, m *segment.Mapping, h layout.Header, g layout.Geometry, set *sem.Set) *Bus {
 	seg := m.Bytes()
 	b := &Bus{name: name, m: m, seg: seg, hdr: h, g: g, sems: set, drained: make(chan struct{}),
-		producers: map[*Producer]struct{}{}}
+		producers: map[*Producer]struct{}{},
+		errEmpty:  fmt.Errorf("bus %q: receive: %w", name, ErrEmpty),
+		errFull:   fmt.Errorf("bus %q: send: %w", name, ErrFull)}
 	b.data = ring.NewDoorbell(seg, layout.OffDataSeq, b.sleeper(0),
 		layout.Word64(seg, layout.OffConsumerSleeps), layout.Word64(seg, layout.OffConsumerWakes))
 	for i := range g.Lanes {
