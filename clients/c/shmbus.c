@@ -1,3 +1,8 @@
+//go:build ignore
+
+// The line above keeps the go command from taking this file for a cgo source
+// of package cclient (build.go), which compiles it with cc instead.
+
 /*
  * shmbus.c - C client of shmbus. See shmbus.h for the API and
  * docs/layout.md (format) and docs/protocol.md (why it is correct) for the

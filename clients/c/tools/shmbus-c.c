@@ -206,7 +206,7 @@ static int cmd_produce(int argc, char **argv)
 		else if (!strcmp(a, "--min")) minsz = argl(v, a, TM_HEADER, 1L << 40, &bad);
 		else if (!strcmp(a, "--max")) maxsz = argl(v, a, TM_HEADER, 1L << 40, &bad);
 		else if (!strcmp(a, "--big-every")) big_every = argl(v, a, 0, 1L << 40, &bad);
-		else if (!strcmp(a, "--big-size")) big_size = argl(v, a, TM_HEADER, 1L << 40, &bad);
+		else if (!strcmp(a, "--big-size")) big_size = argl(v, a, 0, 1L << 40, &bad);
 		else if (!strcmp(a, "--pause-every")) pause_every = argl(v, a, 0, 1L << 40, &bad);
 		else if (!strcmp(a, "--pause-us")) pause_us = argl(v, a, 0, 10000000, &bad);
 		else if (!strcmp(a, "--stop-at")) stop_at = argl(v, a, 0, 1L << 40, &bad);
@@ -221,7 +221,7 @@ static int cmd_produce(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (bad || maxsz < minsz)
+	if (bad || maxsz < minsz || (big_every > 0 && big_size < TM_HEADER))
 		return usage("produce: bad options");
 	shmbus_t *bus;
 	int rc = attach(target, &bus);
