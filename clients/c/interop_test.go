@@ -259,7 +259,7 @@ func TestCProducerKilledMidClaim(t *testing.T) {
 				bus, name := newBus(t, shmbus.Options{Priorities: 2, LaneCapacity: 64 << 10, Wake: wakeOf(sem)})
 				victim := startC(t, cBin, append([]string{"produce", name, "--id", "1", "--count", strconv.Itoa(n),
 					"--stop-at", strconv.Itoa(stopAt), "--stop-stage", stage}, g.args()...)...)
-							other := startC(t, cBin, append([]string{"produce", name, "--id", "2", "--count", strconv.Itoa(n),
+				other := startC(t, cBin, append([]string{"produce", name, "--id", "2", "--count", strconv.Itoa(n),
 					"--pause-every", "100", "--pause-us", "1000"}, g.args()...)...)
 				goErr := make(chan error, 1)
 				go func() { goErr <- goProduce(testCtx(t), bus, 3, n, g, false) }()
@@ -343,7 +343,7 @@ func TestCConsumerRecovers(t *testing.T) {
 				} else {
 					victim := startC(t, cBin, append([]string{"produce", name, "--id", "1", "--count", strconv.Itoa(n),
 						"--stop-at", strconv.Itoa(stopAt), "--stop-stage", strings.TrimPrefix(victimKind, "c-")}, g.args()...)...)
-									stopAndKill(t, victim)
+					stopAndKill(t, victim)
 				}
 				if err := goProduce(testCtx(t), bus, 2, n, g, false); err != nil {
 					t.Fatal(err)
