@@ -160,6 +160,18 @@ static int fail(int code, const char *fmt, ...)
 	return code;
 }
 
+/* fail_quick sets a fixed detail without formatting, for the errors a
+ * polling caller sees all the time (FULL, EMPTY). */
+static int fail_quick(int code, const char *detail)
+{
+	size_t n = strlen(detail);
+	if (n >= sizeof errbuf)
+		n = sizeof errbuf - 1;
+	memcpy(errbuf, detail, n);
+	errbuf[n] = 0;
+	return code;
+}
+
 /* fail_errno maps an errno from opening or mapping a file to a code. */
 static int fail_errno(int e, const char *what, const char *path)
 {
@@ -1057,7 +1069,7 @@ static int put_record(shmbus_producer_t *p, uint32_t lane, uint8_t flags, const 
 		if (rc != SHMBUS_ERR_FULL)
 			return rc;
 		if (may_fail_full)
-			return fail(SHMBUS_ERR_FULL, "lane %u has no room for %llu bytes", lane, (unsigned long long)need);
+			return fail_quick(SHMBUS_ERR_FULL, "lane full: no room for the message now");
 		producer_flush(p, lane); /* going idle: make the counters exact */
 		struct room_arg ra = {b, lane, need};
 		uint64_t co = ctrl_off(lane);
@@ -1732,7 +1744,7 @@ int shmbus_receive(shmbus_consumer_t *c, void *buf, size_t cap, size_t *len, int
 		if (rc != SHMBUS_ERR_EMPTY)
 			return rc;
 		if (timeout_ms == 0)
-			return fail(SHMBUS_ERR_EMPTY, "no message now");
+			return fail_quick(SHMBUS_ERR_EMPTY, "bus empty: no message now");
 		consumer_flush(c);
 		int64_t backstop = BACKSTOP_NS;
 		for (uint32_t i = 0; i < b->L; i++)

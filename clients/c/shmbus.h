@@ -46,7 +46,7 @@ typedef enum shmbus_err {
 	SHMBUS_ERR_EMPTY,       /* try-receive: no message now */
 	SHMBUS_ERR_SHORT_BUFFER,/* receive: the buffer is too small; *len says how large; the message stays */
 	SHMBUS_ERR_TIMEOUT,     /* a blocking call's timeout passed */
-	SHMBUS_ERR_CLOSED,      /* the producer or consumer was closed */
+	SHMBUS_ERR_CLOSED,      /* reserved (Go's ErrClosed); not returned by this client */
 	SHMBUS_ERR_INVALID,     /* an invalid argument (NULL pointer, bad fd, ...) */
 	SHMBUS_ERR_NO_MEMORY,   /* malloc failed (a message being reassembled was dropped) */
 } shmbus_err;
