@@ -171,7 +171,14 @@ func TestCorruptRing(t *testing.T) {
 		{"flags", func(b []byte) { b[data+5] = 0x13 }, "data record of length 21, flags 0x13"},
 		{"padding-odd", func(b []byte) { b[data+4] = 2; b[data+5] = 0; le32(b, data, 12) }, "padding record of length 12"},
 		{"padding-flags", func(b []byte) { b[data+4] = 2; b[data+5] = 1; le32(b, data, 24) }, "padding record"},
-		{"past-ring-end", func(b []byte) { le32(b, ctrl+0x80, 65536-8); le32(b, ctrl+0xA0, 65536-8); le32(b, ctrl, 65536+64); le32(b, data+65536-8, 16); b[data+65536-8+4] = 1; b[data+65536-8+5] = 3 }, "data record of length 16"},
+		{"past-ring-end", func(b []byte) {
+			le32(b, ctrl+0x80, 65536-8)
+			le32(b, ctrl+0xA0, 65536-8)
+			le32(b, ctrl, 65536+64)
+			le32(b, data+65536-8, 16)
+			b[data+65536-8+4] = 1
+			b[data+65536-8+5] = 3
+		}, "data record of length 16"},
 		{"fragment-slot", func(b []byte) { binary.LittleEndian.PutUint16(b[first+6:], 200) }, "fragment from producer slot 200 of 8"},
 		{"fragment-total", func(b []byte) { le64(b, first+8, 1<<40) }, "message of 1099511627776 bytes"},
 		{"fragment-short", func(b []byte) { le32(b, first, 12) }, "segment corrupt"},
