@@ -1,0 +1,153 @@
+/*
+ * shmbus.h - C client of shmbus, the shared-memory message bus.
+ *
+ * Attaches to a bus made by the Go library (or the shmbus command), joins it
+ * as a producer or as its consumer, and speaks segment format version 1 as
+ * docs/layout.md describes it: C11 atomics, shared futexes, and System V
+ * semaphores for buses in sem wake mode. Linux only.
+ *
+ * Every function that can fail returns a shmbus_err: SHMBUS_OK (0) or a
+ * positive code. shmbus_strerror names the code; shmbus_last_error gives the
+ * detail of the last failure in the calling thread ("lane 2 at position 4096:
+ * record type 7"). Nothing read from the segment is trusted: a damaged or
+ * hostile segment yields SHMBUS_ERR_CORRUPT, never a wild access.
+ *
+ * Threads: a shmbus_t may be shared by threads that each use their own
+ * producer or consumer; a producer or consumer belongs to one thread at a
+ * time. Close producers and the consumer (or let shmbus_close do it) only
+ * when no thread is using them.
+ */
+#ifndef SHMBUS_H
+#define SHMBUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum shmbus_err {
+	SHMBUS_OK = 0,
+	SHMBUS_ERR_SYS,         /* a system call failed (errno is kept in the detail) */
+	SHMBUS_ERR_BAD_NAME,    /* a bus name is not 1-200 characters of [A-Za-z0-9._-], or has ".." */
+	SHMBUS_ERR_NOT_EXIST,   /* no bus (file) of that name */
+	SHMBUS_ERR_PERMISSION,  /* the segment's mode does not admit this process */
+	SHMBUS_ERR_NOT_REGULAR, /* the path is a symbolic link, a directory, a FIFO, ... */
+	SHMBUS_ERR_NOT_READY,   /* the creator did not finish initialising the segment in time */
+	SHMBUS_ERR_VERSION,     /* the segment's format version is not 1 */
+	SHMBUS_ERR_CORRUPT,     /* the header, a record, a position or the semaphore set is invalid */
+	SHMBUS_ERR_UNSUPPORTED, /* big-endian host, or 64-bit atomics that are not lock-free */
+	SHMBUS_ERR_BUSY,        /* a live process holds the consumer (or single-producer) role */
+	SHMBUS_ERR_NO_SLOT,     /* every peer slot is held by a live peer (or a dead one not yet recovered) */
+	SHMBUS_ERR_PRIORITY,    /* a priority outside 0 .. shmbus_priorities()-1 */
+	SHMBUS_ERR_TOO_LARGE,   /* a message larger than shmbus_max_message() */
+	SHMBUS_ERR_FULL,        /* try-send (or send on a fail-fast bus): no room in the lane now */
+	SHMBUS_ERR_EMPTY,       /* try-receive: no message now */
+	SHMBUS_ERR_SHORT_BUFFER,/* receive: the buffer is too small; *len says how large; the message stays */
+	SHMBUS_ERR_TIMEOUT,     /* a blocking call's timeout passed */
+	SHMBUS_ERR_CLOSED,      /* reserved (Go's ErrClosed); not returned by this client */
+	SHMBUS_ERR_INVALID,     /* an invalid argument (NULL pointer, bad fd, ...) */
+	SHMBUS_ERR_NO_MEMORY,   /* malloc failed (a message being reassembled was dropped) */
+} shmbus_err;
+
+/* Wake modes (shmbus_wake_mode). */
+enum { SHMBUS_WAKE_FUTEX = 1, SHMBUS_WAKE_SEM = 2 };
+
+/* Timeouts are in milliseconds: SHMBUS_FOREVER waits without a limit, 0
+ * does not wait at all. */
+#define SHMBUS_FOREVER (-1)
+
+typedef struct shmbus shmbus_t;
+typedef struct shmbus_producer shmbus_producer_t;
+typedef struct shmbus_consumer shmbus_consumer_t;
+
+typedef struct shmbus_open_options {
+	const char *dir; /* shmbus_open only: NULL or "" means $SHMBUS_DIR, else /dev/shm */
+	int wait_ms;     /* wait for the creator to finish: 0 means 1000 ms, < 0 not at all */
+} shmbus_open_options;
+
+/* The name of an error code ("segment corrupt", ...). Never NULL. */
+const char *shmbus_strerror(int err);
+
+/* The detail of the last error returned to the calling thread. Never NULL. */
+const char *shmbus_last_error(void);
+
+/* Attach to the bus called name: DIR/shmbus.NAME (docs/layout.md 1.1). */
+int shmbus_open(const char *name, const shmbus_open_options *opts, shmbus_t **bus);
+
+/* Attach to the segment file at path. Symbolic links are never followed. */
+int shmbus_open_path(const char *path, const shmbus_open_options *opts, shmbus_t **bus);
+
+/* Attach to the segment behind an open file descriptor (a file, or a memfd
+ * received over SCM_RIGHTS, sealed or not). It is mapped with the size
+ * fstat reports, never resized. The descriptor stays the caller's: it may
+ * be closed once this returns. */
+int shmbus_open_fd(int fd, const shmbus_open_options *opts, shmbus_t **bus);
+
+/* Detach: closes every producer and the consumer still open on bus (as
+ * their own close functions do), unmaps the segment and frees bus. The bus
+ * itself stays for others. */
+int shmbus_close(shmbus_t *bus);
+
+int shmbus_priorities(const shmbus_t *bus);          /* lanes: priorities 0 (least urgent) .. n-1 */
+uint64_t shmbus_max_message(const shmbus_t *bus);    /* largest message, bytes */
+size_t shmbus_max_record_payload(const shmbus_t *bus); /* largest message sent as one record */
+int shmbus_wake_mode(const shmbus_t *bus);           /* SHMBUS_WAKE_FUTEX or SHMBUS_WAKE_SEM */
+int shmbus_multi_producer(const shmbus_t *bus);      /* 1 for MPSC lanes, 0 for SPSC */
+int shmbus_fail_fast(const shmbus_t *bus);           /* 1 if a full lane fails shmbus_send at once */
+uint64_t shmbus_lane_capacity(const shmbus_t *bus);
+int shmbus_peer_slots(const shmbus_t *bus);
+
+/* Join as a producer (takes a peer slot; on a single-producer bus also the
+ * producer role of every lane, or SHMBUS_ERR_BUSY). */
+int shmbus_producer_open(shmbus_t *bus, shmbus_producer_t **p);
+
+/* Send msg (n bytes, 0 .. shmbus_max_message) at priority prio, waiting up
+ * to timeout_ms for room (SHMBUS_ERR_TIMEOUT). On a fail-fast bus a full
+ * lane gives SHMBUS_ERR_FULL at once. A message larger than one record goes
+ * as fragments; once the first is sent the rest wait for room (until the
+ * timeout: a message cut short is dropped by the consumer). */
+int shmbus_send(shmbus_producer_t *p, const void *msg, size_t n, int prio, int timeout_ms);
+
+/* Send if there is room now, else SHMBUS_ERR_FULL. For a fragmented
+ * message only the first fragment may fail so; the rest wait for room. */
+int shmbus_try_send(shmbus_producer_t *p, const void *msg, size_t n, int prio);
+
+/* Add the producer's statistics to the bus, give back its role and slot,
+ * free p. Nothing is ever left unpublished (sends publish before returning). */
+int shmbus_producer_close(shmbus_producer_t *p);
+
+/* Take the bus's consumer role (SHMBUS_ERR_BUSY while a live process holds
+ * it). Resumes after the last message a previous consumer released. */
+int shmbus_consumer_open(shmbus_t *bus, shmbus_consumer_t **c);
+
+/* Copy the oldest message of the highest priority into buf (cap bytes),
+ * waiting up to timeout_ms (SHMBUS_ERR_TIMEOUT). *len gets its size and
+ * *prio (may be NULL) its priority. A buffer too small gets
+ * SHMBUS_ERR_SHORT_BUFFER with *len set to the size needed; the message
+ * stays. */
+int shmbus_receive(shmbus_consumer_t *c, void *buf, size_t cap, size_t *len, int *prio, int timeout_ms);
+
+/* shmbus_receive without waiting: SHMBUS_ERR_EMPTY if there is nothing now. */
+int shmbus_try_receive(shmbus_consumer_t *c, void *buf, size_t cap, size_t *len, int *prio);
+
+/* Release what was taken, add the statistics to the bus, give back the
+ * consumer role and slot, free c. Messages still being reassembled are lost
+ * (see README: limitations). */
+int shmbus_consumer_close(shmbus_consumer_t *c);
+
+/* Test hook: fn is called by every producer of the process at two points of
+ * each claim: stage SHMBUS_HOOK_TAIL_MOVED (the lane's tail moved, the claim
+ * record is not yet confirmed) and SHMBUS_HOOK_CLAIMED (confirmed, nothing
+ * written yet). Tests stop or kill the process there to exercise recovery.
+ * NULL clears it. Not for production use. */
+enum { SHMBUS_HOOK_TAIL_MOVED = 1, SHMBUS_HOOK_CLAIMED = 2 };
+typedef void (*shmbus_claim_hook)(int stage, int lane, void *arg);
+void shmbus_set_claim_hook(shmbus_claim_hook fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SHMBUS_H */

@@ -1,0 +1,564 @@
+/*
+ * shmbus-c - command-line tool over the shmbus C client, for users and for
+ * the interoperability tests (the _test.go files of clients/c).
+ *
+ *   shmbus-c send    BUS [-p PRIO] [MESSAGE...]      (no MESSAGE: one message per stdin line)
+ *   shmbus-c recv    BUS [-n COUNT] [--timeout-ms T] (prints each message and a newline; -n 0: all there are)
+ *   shmbus-c info    BUS
+ *   shmbus-c produce BUS --id K --count N [options]  (checksummed test messages, below)
+ *   shmbus-c consume BUS --count N [--exact] [--log] [--timeout-ms T]
+ *   shmbus-c open-many PATH...                      (attach to each, report; for corrupt-segment tests)
+ *
+ * BUS is a bus name (in $SHMBUS_DIR or /dev/shm), a path (anything with a
+ * '/'), or fd:N for an inherited file descriptor (a memfd, for example).
+ *
+ * Exit status: 0 success, 1 runtime error, 2 usage error, 3 timeout.
+ *
+ * Test messages (the same in the Go tests, clients/c/testmsg_test.go): a
+ * 20-byte little-endian header {u32 producer, u32 seq, u32 size, u32 prio,
+ * u32 crc32(body)} then size-20 body bytes generated from (producer, seq)
+ * by xorshift64. The consumer checks every byte, the priority it arrived
+ * at, that each (producer, priority) sequence grows, and that no message
+ * comes twice.
+ */
+#define _GNU_SOURCE
+#include "../shmbus.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *prog = "shmbus-c";
+
+static int die_rc(int rc, const char *what)
+{
+	fprintf(stderr, "%s: %s: %s\n", prog, what, shmbus_last_error());
+	return rc == SHMBUS_ERR_TIMEOUT ? 3 : 1;
+}
+
+static int usage(const char *msg)
+{
+	fprintf(stderr, "%s: %s\n(see the comment at the top of tools/shmbus-c.c, or clients/c/README.md)\n", prog, msg);
+	return 2;
+}
+
+static int attach(const char *target, shmbus_t **bus)
+{
+	if (strncmp(target, "fd:", 3) == 0) {
+		char *end;
+		long fd = strtol(target + 3, &end, 10);
+		if (*end || fd < 0 || fd > 1 << 20)
+			return shmbus_open_fd(-1, NULL, bus);
+		return shmbus_open_fd((int)fd, NULL, bus);
+	}
+	if (strchr(target, '/'))
+		return shmbus_open_path(target, NULL, bus);
+	return shmbus_open(target, NULL, bus);
+}
+
+/* ---- test messages ---- */
+
+static uint64_t mix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return x;
+}
+
+static uint32_t crc_table[256];
+
+static void crc_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+		crc_table[i] = c;
+	}
+}
+
+static uint32_t crc32_ieee(const uint8_t *p, size_t n)
+{
+	uint32_t c = 0xFFFFFFFFu;
+	for (size_t i = 0; i < n; i++)
+		c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+	return c ^ 0xFFFFFFFFu;
+}
+
+/* fill_body writes n body bytes of message (k, seq). */
+static void fill_body(uint8_t *p, size_t n, uint32_t k, uint32_t seq)
+{
+	uint64_t x = mix((uint64_t)k << 32 | seq) | 1;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		memcpy(p + i, &x, 8);
+	}
+	if (i < n) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		memcpy(p + i, &x, n - i);
+	}
+}
+
+enum { TM_HEADER = 20 };
+
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+/* check_msg verifies one test message received at prio; NULL if good. */
+static const char *check_msg(const uint8_t *m, size_t n, int prio, uint8_t **scratch, size_t *scap)
+{
+	static char why[160];
+	if (n < TM_HEADER) {
+		snprintf(why, sizeof why, "%zu-byte message, shorter than the header", n);
+		return why;
+	}
+	uint32_t k = get32(m), seq = get32(m + 4), size = get32(m + 8), p = get32(m + 12), crc = get32(m + 16);
+	if (size != n) {
+		snprintf(why, sizeof why, "producer %u seq %u: size field %u, message has %zu bytes", k, seq, size, n);
+		return why;
+	}
+	if ((int)p != prio) {
+		snprintf(why, sizeof why, "producer %u seq %u: sent at priority %u, received at %d", k, seq, p, prio);
+		return why;
+	}
+	if (crc32_ieee(m + TM_HEADER, n - TM_HEADER) != crc) {
+		snprintf(why, sizeof why, "producer %u seq %u: CRC mismatch", k, seq);
+		return why;
+	}
+	if (*scap < n) {
+		free(*scratch);
+		*scratch = malloc(n);
+		*scap = *scratch ? n : 0;
+		if (!*scratch)
+			return "out of memory";
+	}
+	fill_body(*scratch, n - TM_HEADER, k, seq);
+	if (memcmp(*scratch, m + TM_HEADER, n - TM_HEADER) != 0) {
+		snprintf(why, sizeof why, "producer %u seq %u: body differs from the generator's", k, seq);
+		return why;
+	}
+	return NULL;
+}
+
+/* ---- produce ---- */
+
+struct stop_at {
+	bool armed;
+	int stage;
+};
+static struct stop_at stopper;
+
+static void claim_hook(int stage, int lane, void *arg)
+{
+	(void)arg;
+	if (!stopper.armed || stage != stopper.stage)
+		return;
+	stopper.armed = false;
+	printf("stopping pid %d lane %d stage %d\n", (int)getpid(), lane, stage);
+	fflush(stdout);
+	raise(SIGSTOP);
+}
+
+static long argl(const char *s, const char *name, long lo, long hi, bool *bad)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 0);
+	if (errno || *end || v < lo || v > hi) {
+		fprintf(stderr, "%s: bad %s %s\n", prog, name, s);
+		*bad = true;
+	}
+	return v;
+}
+
+static int cmd_produce(int argc, char **argv)
+{
+	if (argc < 1)
+		return usage("produce: no bus");
+	const char *target = argv[0];
+	long id = 0, count = 0, start = 0, minsz = TM_HEADER, maxsz = 200, big_every = 0, big_size = 0;
+	long pause_every = 0, pause_us = 0, stop_at = -1, timeout_ms = 60000;
+	const char *prio_spec = "0";
+	int stop_stage = SHMBUS_HOOK_CLAIMED;
+	bool bad = false, try_send = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--try")) { try_send = true; continue; }
+		if (!v) return usage("produce: option without a value");
+		i++;
+		if (!strcmp(a, "--id")) id = argl(v, a, 0, 1 << 30, &bad);
+		else if (!strcmp(a, "--count")) count = argl(v, a, 0, 1L << 40, &bad);
+		else if (!strcmp(a, "--start")) start = argl(v, a, 0, 1L << 31, &bad);
+		else if (!strcmp(a, "--min")) minsz = argl(v, a, TM_HEADER, 1L << 40, &bad);
+		else if (!strcmp(a, "--max")) maxsz = argl(v, a, TM_HEADER, 1L << 40, &bad);
+		else if (!strcmp(a, "--big-every")) big_every = argl(v, a, 0, 1L << 40, &bad);
+		else if (!strcmp(a, "--big-size")) big_size = argl(v, a, 0, 1L << 40, &bad);
+		else if (!strcmp(a, "--pause-every")) pause_every = argl(v, a, 0, 1L << 40, &bad);
+		else if (!strcmp(a, "--pause-us")) pause_us = argl(v, a, 0, 10000000, &bad);
+		else if (!strcmp(a, "--stop-at")) stop_at = argl(v, a, 0, 1L << 40, &bad);
+		else if (!strcmp(a, "--timeout-ms")) timeout_ms = argl(v, a, -1, 1 << 30, &bad);
+		else if (!strcmp(a, "--prio")) prio_spec = v;
+		else if (!strcmp(a, "--stop-stage")) {
+			if (!strcmp(v, "tail")) stop_stage = SHMBUS_HOOK_TAIL_MOVED;
+			else if (!strcmp(v, "claim")) stop_stage = SHMBUS_HOOK_CLAIMED;
+			else return usage("produce: --stop-stage is tail or claim");
+		} else {
+			fprintf(stderr, "%s: produce: unknown option %s\n", prog, a);
+			return 2;
+		}
+	}
+	if (bad || maxsz < minsz || (big_every > 0 && big_size < TM_HEADER))
+		return usage("produce: bad options");
+	shmbus_t *bus;
+	int rc = attach(target, &bus);
+	if (rc)
+		return die_rc(rc, "attach");
+	int L = shmbus_priorities(bus);
+	long fixed = -1;
+	if (strcmp(prio_spec, "cycle") && strcmp(prio_spec, "rand")) {
+		fixed = argl(prio_spec, "--prio", 0, 1000, &bad);
+		if (bad)
+			return usage("produce: --prio is a number, cycle or rand");
+	}
+	shmbus_producer_t *p;
+	if ((rc = shmbus_producer_open(bus, &p)))
+		return die_rc(rc, "producer");
+	shmbus_set_claim_hook(claim_hook, NULL);
+	size_t cap = (size_t)(big_size > maxsz ? big_size : maxsz);
+	uint8_t *buf = malloc(cap);
+	if (!buf)
+		return die_rc(SHMBUS_ERR_NO_MEMORY, "buffer");
+	for (long s = start; s < start + count; s++) {
+		uint32_t seq = (uint32_t)s, k = (uint32_t)id;
+		uint64_t h = mix((uint64_t)k << 32 | seq);
+		size_t n = big_every > 0 && s % big_every == big_every - 1 ? (size_t)big_size
+		                                                          : (size_t)minsz + (size_t)(h % (uint64_t)(maxsz - minsz + 1));
+		int prio = fixed >= 0 ? (int)fixed : !strcmp(prio_spec, "cycle") ? (int)(s % L) : (int)((h >> 32) % (uint64_t)L);
+		fill_body(buf + TM_HEADER, n - TM_HEADER, k, seq);
+		put32(buf, k);
+		put32(buf + 4, seq);
+		put32(buf + 8, (uint32_t)n);
+		put32(buf + 12, (uint32_t)prio);
+		put32(buf + 16, crc32_ieee(buf + TM_HEADER, n - TM_HEADER));
+		if (s == stop_at) {
+			stopper.armed = true;
+			stopper.stage = stop_stage;
+		}
+		rc = try_send ? shmbus_try_send(p, buf, n, prio) : shmbus_send(p, buf, n, prio, (int)timeout_ms);
+		if (rc) {
+			char what[64];
+			snprintf(what, sizeof what, "send seq %ld", s);
+			return die_rc(rc, what);
+		}
+		if (pause_every > 0 && s % pause_every == pause_every - 1) {
+			struct timespec ts = {pause_us / 1000000, (pause_us % 1000000) * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	free(buf);
+	shmbus_producer_close(p);
+	shmbus_close(bus);
+	printf("sent %ld\n", count);
+	return 0;
+}
+
+/* ---- consume ---- */
+
+typedef struct seen {
+	uint8_t *bits; /* seqs received */
+	size_t nbits;
+	uint64_t count;
+	int64_t last[64]; /* last seq per priority */
+} seen_t;
+
+static int cmd_consume(int argc, char **argv)
+{
+	if (argc < 1)
+		return usage("consume: no bus");
+	const char *target = argv[0];
+	long count = -1, timeout_ms = 30000;
+	bool bad = false, exact = false, logm = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--exact")) { exact = true; continue; }
+		if (!strcmp(a, "--log")) { logm = true; continue; }
+		if (!v) return usage("consume: option without a value");
+		i++;
+		if (!strcmp(a, "--count")) count = argl(v, a, 0, 1L << 40, &bad);
+		else if (!strcmp(a, "--timeout-ms")) timeout_ms = argl(v, a, -1, 1 << 30, &bad);
+		else {
+			fprintf(stderr, "%s: consume: unknown option %s\n", prog, a);
+			return 2;
+		}
+	}
+	if (bad || count < 0)
+		return usage("consume: --count N is required");
+	shmbus_t *bus;
+	int rc = attach(target, &bus);
+	if (rc)
+		return die_rc(rc, "attach");
+	shmbus_consumer_t *c;
+	if ((rc = shmbus_consumer_open(bus, &c)))
+		return die_rc(rc, "consumer");
+	enum { MAXK = 256 };
+	seen_t *seen = calloc(MAXK, sizeof *seen);
+	size_t cap = 1 << 16;
+	uint8_t *buf = malloc(cap), *scratch = NULL;
+	size_t scap = 0;
+	if (!seen || !buf)
+		return die_rc(SHMBUS_ERR_NO_MEMORY, "buffers");
+	for (int k = 0; k < MAXK; k++)
+		for (int l = 0; l < 64; l++)
+			seen[k].last[l] = -1;
+	uint64_t bytes = 0;
+	int status = 0;
+	for (long got = 0; got < count;) {
+		size_t n;
+		int prio;
+		rc = shmbus_receive(c, buf, cap, &n, &prio, (int)timeout_ms);
+		if (rc == SHMBUS_ERR_SHORT_BUFFER) {
+			free(buf);
+			cap = n;
+			if (!(buf = malloc(cap)))
+				return die_rc(SHMBUS_ERR_NO_MEMORY, "buffer");
+			continue;
+		}
+		if (rc) {
+			fprintf(stderr, "%s: receive after %ld of %ld messages: %s\n", prog, got, count, shmbus_last_error());
+			return rc == SHMBUS_ERR_TIMEOUT ? 3 : 1;
+		}
+		const char *why = check_msg(buf, n, prio, &scratch, &scap);
+		if (why) {
+			fprintf(stderr, "%s: message %ld: %s\n", prog, got, why);
+			return 1;
+		}
+		uint32_t k = get32(buf), seq = get32(buf + 4);
+		if (k >= MAXK) {
+			fprintf(stderr, "%s: producer id %u out of range\n", prog, k);
+			return 1;
+		}
+		seen_t *s = &seen[k];
+		if (seq >= s->nbits * 8) {
+			size_t nb = (seq / 8 + 1) * 2;
+			uint8_t *nbits = realloc(s->bits, nb);
+			if (!nbits)
+				return die_rc(SHMBUS_ERR_NO_MEMORY, "bitmap");
+			memset(nbits + s->nbits, 0, nb - s->nbits);
+			s->bits = nbits;
+			s->nbits = nb;
+		}
+		if (s->bits[seq / 8] & (1u << (seq % 8))) {
+			fprintf(stderr, "%s: producer %u seq %u received twice\n", prog, k, seq);
+			return 1;
+		}
+		s->bits[seq / 8] |= (uint8_t)(1u << (seq % 8));
+		if ((int64_t)seq <= s->last[prio]) {
+			fprintf(stderr, "%s: producer %u priority %d: seq %u after %lld\n", prog, k, prio, seq,
+			        (long long)s->last[prio]);
+			return 1;
+		}
+		s->last[prio] = seq;
+		s->count++;
+		bytes += n;
+		got++;
+		if (logm)
+			printf("msg %u %u %d %zu\n", k, seq, prio, n);
+	}
+	for (uint32_t k = 0; k < MAXK; k++) {
+		seen_t *s = &seen[k];
+		if (!s->count)
+			continue;
+		bool complete = true;
+		for (uint64_t q = 0; q < s->count; q++)
+			if (!(s->bits[q / 8] & (1u << (q % 8))))
+				complete = false;
+		printf("producer %u count %llu %s\n", k, (unsigned long long)s->count, complete ? "complete" : "gaps");
+		if (exact && !complete) {
+			fprintf(stderr, "%s: producer %u: messages missing\n", prog, k);
+			status = 1;
+		}
+		free(s->bits);
+	}
+	printf("ok msgs=%ld bytes=%llu\n", count, (unsigned long long)bytes);
+	free(seen);
+	free(buf);
+	free(scratch);
+	shmbus_consumer_close(c);
+	shmbus_close(bus);
+	return status;
+}
+
+/* ---- send, recv, info, open-many ---- */
+
+static int cmd_send(int argc, char **argv)
+{
+	if (argc < 1)
+		return usage("send: no bus");
+	const char *target = argv[0];
+	int prio = 0, first = 1;
+	bool bad = false;
+	if (argc >= 3 && !strcmp(argv[1], "-p")) {
+		prio = (int)argl(argv[2], "priority", 0, 63, &bad);
+		first = 3;
+	}
+	if (bad)
+		return 2;
+	shmbus_t *bus;
+	int rc = attach(target, &bus);
+	if (rc)
+		return die_rc(rc, "attach");
+	shmbus_producer_t *p;
+	if ((rc = shmbus_producer_open(bus, &p)))
+		return die_rc(rc, "producer");
+	if (first < argc) {
+		for (int i = first; i < argc; i++)
+			if ((rc = shmbus_send(p, argv[i], strlen(argv[i]), prio, SHMBUS_FOREVER)))
+				return die_rc(rc, "send");
+	} else {
+		char *line = NULL;
+		size_t lcap = 0;
+		ssize_t n;
+		while ((n = getline(&line, &lcap, stdin)) >= 0) {
+			if (n > 0 && line[n - 1] == '\n')
+				n--;
+			if ((rc = shmbus_send(p, line, (size_t)n, prio, SHMBUS_FOREVER)))
+				return die_rc(rc, "send");
+		}
+		free(line);
+	}
+	shmbus_producer_close(p);
+	shmbus_close(bus);
+	return 0;
+}
+
+static int cmd_recv(int argc, char **argv)
+{
+	if (argc < 1)
+		return usage("recv: no bus");
+	const char *target = argv[0];
+	long count = 1, timeout_ms = -1;
+	bool bad = false;
+	for (int i = 1; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "-n")) count = argl(argv[i + 1], "count", 0, 1L << 40, &bad);
+		else if (!strcmp(argv[i], "--timeout-ms")) timeout_ms = argl(argv[i + 1], "timeout", -1, 1 << 30, &bad);
+		else return usage("recv: unknown option");
+	}
+	if (bad)
+		return 2;
+	shmbus_t *bus;
+	int rc = attach(target, &bus);
+	if (rc)
+		return die_rc(rc, "attach");
+	shmbus_consumer_t *c;
+	if ((rc = shmbus_consumer_open(bus, &c)))
+		return die_rc(rc, "consumer");
+	size_t cap = 1 << 16;
+	uint8_t *buf = malloc(cap);
+	for (long got = 0; buf && (count == 0 || got < count);) {
+		size_t n;
+		rc = count == 0 ? shmbus_try_receive(c, buf, cap, &n, NULL)
+		                : shmbus_receive(c, buf, cap, &n, NULL, (int)timeout_ms);
+		if (rc == SHMBUS_ERR_EMPTY && count == 0)
+			break;
+		if (rc == SHMBUS_ERR_SHORT_BUFFER) {
+			free(buf);
+			buf = malloc(cap = n);
+			continue;
+		}
+		if (rc) {
+			fprintf(stderr, "%s: recv: received %ld of %ld message(s): %s\n", prog, got, count, shmbus_last_error());
+			return rc == SHMBUS_ERR_TIMEOUT ? 3 : 1;
+		}
+		fwrite(buf, 1, n, stdout);
+		putchar('\n');
+		got++;
+	}
+	if (!buf)
+		return die_rc(SHMBUS_ERR_NO_MEMORY, "buffer");
+	free(buf);
+	shmbus_consumer_close(c);
+	shmbus_close(bus);
+	return 0;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+	if (argc != 1)
+		return usage("info: one bus");
+	shmbus_t *bus;
+	int rc = attach(argv[0], &bus);
+	if (rc)
+		return die_rc(rc, "attach");
+	printf("priorities=%d capacity=%llu record_payload=%zu max_message=%llu slots=%d wake=%s multi=%d failfast=%d\n",
+	       shmbus_priorities(bus), (unsigned long long)shmbus_lane_capacity(bus), shmbus_max_record_payload(bus),
+	       (unsigned long long)shmbus_max_message(bus), shmbus_peer_slots(bus),
+	       shmbus_wake_mode(bus) == SHMBUS_WAKE_SEM ? "sem" : "futex", shmbus_multi_producer(bus), shmbus_fail_fast(bus));
+	shmbus_close(bus);
+	return 0;
+}
+
+/* open-many attaches to each path, then (if that works) drains it as a
+ * consumer with try-receive, reporting what happened; it must never crash,
+ * whatever the files hold. */
+static int cmd_open_many(int argc, char **argv)
+{
+	shmbus_open_options o = {.wait_ms = -1};
+	size_t cap = 1 << 20;
+	uint8_t *buf = malloc(cap);
+	if (!buf)
+		return die_rc(SHMBUS_ERR_NO_MEMORY, "buffer");
+	for (int i = 0; i < argc; i++) {
+		shmbus_t *bus;
+		int rc = shmbus_open_path(argv[i], &o, &bus);
+		if (rc) {
+			printf("%s: open: %s\n", argv[i], shmbus_last_error());
+			continue;
+		}
+		shmbus_consumer_t *c;
+		rc = shmbus_consumer_open(bus, &c);
+		if (rc) {
+			printf("%s: consumer: %s\n", argv[i], shmbus_last_error());
+			shmbus_close(bus);
+			continue;
+		}
+		long got = 0;
+		size_t n;
+		while ((rc = shmbus_try_receive(c, buf, cap, &n, NULL)) == SHMBUS_OK && got < 100000)
+			got++;
+		printf("%s: ok: %ld message(s), then %s\n", argv[i], got, rc ? shmbus_last_error() : "stop");
+		shmbus_close(bus);
+	}
+	free(buf);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	crc_init();
+	if (argc < 2)
+		return usage("usage: shmbus-c send|recv|info|produce|consume|open-many ...");
+	const char *cmd = argv[1];
+	argc -= 2;
+	argv += 2;
+	if (!strcmp(cmd, "send")) return cmd_send(argc, argv);
+	if (!strcmp(cmd, "recv")) return cmd_recv(argc, argv);
+	if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+	if (!strcmp(cmd, "produce")) return cmd_produce(argc, argv);
+	if (!strcmp(cmd, "consume")) return cmd_consume(argc, argv);
+	if (!strcmp(cmd, "open-many")) return cmd_open_many(argc, argv);
+	return usage("unknown command");
+}
