@@ -352,6 +352,10 @@ class Client:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(self.path)
+            except OSError as e:
+                sock.close()
+                raise type(e)(e.errno, "connect to the shmbus daemon at %s: %s"
+                              % (self.path, e.strerror)) from None
             except BaseException:
                 sock.close()
                 raise

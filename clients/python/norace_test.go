@@ -1,0 +1,5 @@
+//go:build !race
+
+package pyclient_test
+
+const raceEnabled = false

@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""shmbus_cli.py: a small command line over shmbus.py, for users and tests.
+
+    shmbus_cli.py [--socket PATH] COMMAND ...
+
+Commands: hello, ls, create, rm, stat, open, send, recv, events, and produce/consume,
+which send and verify checksummed test messages (see checked_message).
+Errors are one line on stderr naming the exception class, e.g.
+``shmbus_cli.py: recv jobs: NotFound: NOT_FOUND (6): no bus "jobs"``.
+Exit status: 0 success, 1 error or failed verification, 2 usage error,
+3 timeout (Timeout, or Empty with --nowait).
+"""
+
+import argparse
+import json
+import os
+import struct
+import sys
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shmbus  # noqa: E402  (found beside this file)
+
+PROG = "shmbus_cli.py"
+
+# A checked message: this header, then the body checked_body makes.
+CHECK_HEADER = struct.Struct("<IIHHI")  # producer, seq, priority, 0, crc32(body)
+PATTERN_PERIOD = 251  # a prime, so that no fragment size is a multiple of it
+
+
+class VerifyError(Exception):
+    """A received message is not the one that was sent."""
+
+
+def checked_body(producer, seq, size):
+    """The body of message seq of producer: size bytes of a pattern that
+    depends on both. The Go tests (python_test.go) make the same bytes."""
+    block = bytes((j * 167 + seq * 31 + producer * 97 + 1) & 0xFF
+                  for j in range(PATTERN_PERIOD))
+    return (block * (size // PATTERN_PERIOD + 1))[:size]
+
+
+def checked_message(producer, seq, priority, size):
+    """Message seq of producer: a 16-byte header (producer, seq, priority,
+    CRC-32 of the body) and a body of size bytes."""
+    body = checked_body(producer, seq, size)
+    return CHECK_HEADER.pack(producer, seq, priority, 0, zlib.crc32(body)) + body
+
+
+def verify_message(priority, msg):
+    """Check a received checked message; return (producer, seq, body size)."""
+    if len(msg) < CHECK_HEADER.size:
+        raise VerifyError("message of %d bytes is shorter than its header"
+                          % len(msg))
+    producer, seq, sent_prio, zero, crc = CHECK_HEADER.unpack_from(msg)
+    body = msg[CHECK_HEADER.size:]
+    what = "message %d of producer %d" % (seq, producer)
+    if zero != 0:
+        raise VerifyError("%s: header padding is %d" % (what, zero))
+    if zlib.crc32(body) != crc:
+        raise VerifyError("%s: CRC-32 of the %d-byte body differs"
+                          % (what, len(body)))
+    if body != checked_body(producer, seq, len(body)):
+        raise VerifyError("%s: body differs from the pattern" % what)
+    if priority != sent_prio:
+        raise VerifyError("%s: sent at priority %d, received at %d"
+                          % (what, sent_prio, priority))
+    return producer, seq, len(body)
+
+
+def parse_size(text):
+    """'4096', '64KiB', '3MiB' -> bytes."""
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "B": 1}
+    for suffix, mult in units.items():
+        if text.endswith(suffix):
+            return int(text[:-len(suffix)]) * mult
+    return int(text)
+
+
+def int_list(text):
+    return [int(v) for v in text.split(",")]
+
+
+def size_list(text):
+    return [parse_size(v) for v in text.split(",")]
+
+
+def emit(obj):
+    """Print one JSON object as a line, at once (tests read it live)."""
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+# Commands ---------------------------------------------------------------
+
+def cmd_hello(c, args):
+    emit(c.welcome._asdict())
+
+
+def cmd_ls(c, args):
+    for name in c.list():
+        print(name)
+
+
+def cmd_create(c, args):
+    info = c.create(args.name, priorities=args.priorities,
+                    producers=(shmbus.SINGLE_PRODUCER if args.single_producer
+                               else shmbus.MULTI_PRODUCER),
+                    wake={"default": shmbus.WAKE_DEFAULT,
+                          "futex": shmbus.WAKE_FUTEX,
+                          "sem": shmbus.WAKE_SEM}[args.wake],
+                    lane_capacity=args.capacity, max_message=args.max_message,
+                    mode=int(args.mode, 8), memfd=args.memfd,
+                    failfast=args.failfast)
+    emit(info._asdict())
+
+
+def cmd_rm(c, args):
+    for name in args.names:
+        c.remove(name)
+
+
+def cmd_stat(c, args):
+    emit(c.stat(args.name))
+
+
+def cmd_open(c, args):
+    """Open a bus, with its descriptor if asked; describe what came."""
+    info = c.open(args.name, want_fd=args.fd)
+    out = info._asdict()
+    if info.fd is not None:
+        st = os.fstat(info.fd)
+        out["fd_size"] = st.st_size
+        out["fd_magic"] = os.pread(info.fd, 8, 0).hex()
+        os.close(info.fd)
+        out["fd"] = True
+    emit(out)
+
+
+def cmd_send(c, args):
+    messages = args.messages
+    if not messages:
+        messages = [line.rstrip("\n") for line in sys.stdin]
+    for m in messages:
+        c.send(args.name, m.encode("utf-8"), priority=args.priority,
+               nowait=args.nowait, timeout=args.timeout)
+
+
+def cmd_recv(c, args):
+    for _ in range(args.count):
+        priority, msg = c.recv(args.name, nowait=args.nowait,
+                               timeout=args.timeout)
+        if args.json:
+            emit({"priority": priority, "size": len(msg),
+                  "data": msg.decode("latin-1")})
+        else:
+            sys.stdout.write(msg.decode("utf-8", "replace") + "\n")
+            sys.stdout.flush()
+
+
+def cmd_events(c, args):
+    c.subscribe(args.name)
+    emit({"subscribed": args.name})
+    seen = 0
+    for e in c.events(timeout=args.timeout):
+        out = e._asdict()
+        out["kind"] = e.kind_name
+        out["role"] = e.role_name
+        emit(out)
+        seen += 1
+        if seen == args.count:
+            return
+    if args.count:
+        raise shmbus.Timeout("%d of %d event(s) in %gs"
+                             % (seen, args.count, args.timeout or 0))
+
+
+def cmd_produce(c, args):
+    """Send count checked messages as producer k: message seq has priority
+    priorities[seq % len] and a body of sizes[seq % len] bytes."""
+    total = 0
+    for seq in range(args.count):
+        prio = args.priorities[seq % len(args.priorities)]
+        msg = checked_message(args.producer, seq, prio,
+                              args.sizes[seq % len(args.sizes)])
+        c.send(args.name, msg, priority=prio, timeout=args.timeout)
+        total += len(msg)
+    emit({"sent": args.count, "bytes": total, "producer": args.producer})
+
+
+def cmd_consume(c, args):
+    """Receive count messages from each of producers 0..P-1 and verify them:
+    content, checksum, priority, no loss, no duplicate, order per producer
+    and priority; with --priority-order also that priorities never rise
+    (true when every message was queued before the first recv)."""
+    expected = args.count * args.producers
+    seen = {k: set() for k in range(args.producers)}
+    last = {}  # (producer, priority) -> last seq
+    by_prio = {}
+    total = 0
+    prev_prio = None
+    for i in range(expected):
+        priority, msg = c.recv(args.name, timeout=args.timeout)
+        k, seq, _ = verify_message(priority, msg)
+        if k not in seen or seq >= args.count:
+            raise VerifyError("message %d of producer %d was not expected"
+                              % (seq, k))
+        if seq in seen[k]:
+            raise VerifyError("message %d of producer %d came twice" % (seq, k))
+        seen[k].add(seq)
+        if last.get((k, priority), -1) > seq:
+            raise VerifyError("message %d of producer %d came after %d at "
+                              "priority %d" % (seq, k, last[(k, priority)],
+                                               priority))
+        last[(k, priority)] = seq
+        if args.priority_order and prev_prio is not None and priority > prev_prio:
+            raise VerifyError("message %d (#%d received) at priority %d came "
+                              "after one at priority %d"
+                              % (seq, i, priority, prev_prio))
+        prev_prio = priority
+        by_prio[priority] = by_prio.get(priority, 0) + 1
+        total += len(msg)
+    extra = None
+    if args.expect_empty:
+        try:
+            _, msg = c.recv(args.name, nowait=True)
+            extra = len(msg)
+        except shmbus.Empty:
+            pass
+        if extra is not None:
+            raise VerifyError("a message of %d bytes more than expected" % extra)
+    emit({"received": expected, "bytes": total,
+          "by_priority": {str(p): n for p, n in sorted(by_prio.items())}})
+
+
+def parser():
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p.add_argument("--socket", help="the daemon's socket (default: "
+                   "$SHMBUS_SOCKET, $XDG_RUNTIME_DIR/shmbus.sock, "
+                   "/run/shmbus/shmbus.sock)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def cmd(name, func, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    def waiting(sp):
+        sp.add_argument("--nowait", action="store_true")
+        sp.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait (default: no limit)")
+
+    cmd("hello", cmd_hello, "print the daemon's WELCOME as JSON")
+    cmd("ls", cmd_ls, "list the daemon's buses")
+    sp = cmd("create", cmd_create, "create a bus")
+    sp.add_argument("name")
+    sp.add_argument("--priorities", type=int, default=1)
+    sp.add_argument("--single-producer", action="store_true")
+    sp.add_argument("--wake", choices=["default", "futex", "sem"],
+                    default="default")
+    sp.add_argument("--capacity", type=parse_size, default=0,
+                    help="bytes per lane (default 1MiB)")
+    sp.add_argument("--max-message", type=parse_size, default=0)
+    sp.add_argument("--mode", default="600", help="octal permission bits")
+    sp.add_argument("--memfd", action="store_true")
+    sp.add_argument("--failfast", action="store_true")
+    sp = cmd("rm", cmd_rm, "remove buses")
+    sp.add_argument("names", nargs="+")
+    sp = cmd("stat", cmd_stat, "print a bus's statistics as JSON")
+    sp.add_argument("name")
+    sp = cmd("open", cmd_open, "describe a bus (with --fd: receive and "
+             "check its descriptor)")
+    sp.add_argument("name")
+    sp.add_argument("--fd", action="store_true")
+    sp = cmd("send", cmd_send, "send messages (arguments, or stdin lines)")
+    sp.add_argument("name")
+    sp.add_argument("messages", nargs="*")
+    sp.add_argument("-p", "--priority", type=int, default=0)
+    waiting(sp)
+    sp = cmd("recv", cmd_recv, "receive messages and print them")
+    sp.add_argument("name")
+    sp.add_argument("-n", "--count", type=int, default=1)
+    sp.add_argument("--json", action="store_true",
+                    help="one JSON object per message (data as latin-1)")
+    waiting(sp)
+    sp = cmd("events", cmd_events, "subscribe and print peer events as "
+             "JSON lines")
+    sp.add_argument("name", nargs="?", default="", help="bus (default: all)")
+    sp.add_argument("-n", "--count", type=int, default=0,
+                    help="stop after this many events (0: never)")
+    sp.add_argument("--timeout", type=float, default=None,
+                    help="stop when no event came for this many seconds")
+    sp = cmd("produce", cmd_produce, "send checksummed test messages")
+    sp.add_argument("name")
+    sp.add_argument("-n", "--count", type=int, required=True)
+    sp.add_argument("-k", "--producer", type=int, default=0,
+                    help="producer number written into the messages")
+    sp.add_argument("--sizes", type=size_list, default=[100],
+                    help="body sizes, cycled (e.g. 0,100,3MiB)")
+    sp.add_argument("--priorities", type=int_list, default=[0],
+                    help="priorities, cycled (e.g. 0,2,1)")
+    sp.add_argument("--timeout", type=float, default=None)
+    sp = cmd("consume", cmd_consume, "receive and verify checksummed test "
+             "messages")
+    sp.add_argument("name")
+    sp.add_argument("-n", "--count", type=int, required=True,
+                    help="messages per producer")
+    sp.add_argument("--producers", type=int, default=1,
+                    help="producers 0..N-1 sent count messages each")
+    sp.add_argument("--priority-order", action="store_true",
+                    help="require priorities never to rise")
+    sp.add_argument("--expect-empty", action="store_true",
+                    help="require the bus to be empty afterwards")
+    sp.add_argument("--timeout", type=float, default=10.0,
+                    help="seconds to wait for each message (default 10)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    what = " ".join([args.command] + ([args.name] if getattr(args, "name", "")
+                                      else []))
+    try:
+        with shmbus.Client(args.socket, client_name=PROG) as c:
+            args.func(c, args)
+    except (shmbus.Timeout, shmbus.Empty) as e:
+        print("%s: %s: %s: %s" % (PROG, what, type(e).__name__, e),
+              file=sys.stderr)
+        return 3
+    except (shmbus.ShmbusError, VerifyError, OSError) as e:
+        print("%s: %s: %s: %s" % (PROG, what, type(e).__name__, e),
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
