@@ -317,13 +317,34 @@ def parser():
     return p
 
 
+# Commands that take a role on their bus, which they give back at the end:
+# the daemon would too when the connection closes, but only once it has
+# noticed, and the next command may come before that.
+TAKES_ROLE = {cmd_send, cmd_recv, cmd_produce, cmd_consume}
+
+
+def run(c, args):
+    takes_role = args.func in TAKES_ROLE
+    try:
+        args.func(c, args)
+    except BaseException:
+        if takes_role and not c.closed:
+            try:
+                c.release(args.name)
+            except (shmbus.ShmbusError, ConnectionError):
+                pass  # e.g. NotFound: the error that matters is raised
+        raise
+    if takes_role:
+        c.release(args.name)
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     what = " ".join([args.command] + ([args.name] if getattr(args, "name", "")
                                       else []))
     try:
         with shmbus.Client(args.socket, client_name=PROG) as c:
-            args.func(c, args)
+            run(c, args)
     except (shmbus.Timeout, shmbus.Empty) as e:
         print("%s: %s: %s: %s" % (PROG, what, type(e).__name__, e),
               file=sys.stderr)
