@@ -248,9 +248,9 @@ type pyResult struct {
 }
 
 // py runs `python3 shmbus_cli.py ARGS` against the daemon and waits for it
-// (at most a minute).
-func (d *daemon) py(t *testing.T, args ...string) pyResult {
-	t.Helper()
+// (at most a minute). A process that cannot start has code -1. It may be
+// called from any goroutine.
+func (d *daemon) py(args ...string) pyResult {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := d.pyCommand(ctx, args...)
@@ -264,7 +264,8 @@ func (d *daemon) py(t *testing.T, args ...string) pyResult {
 	case errors.As(err, &exit):
 		res.code = exit.ExitCode()
 	case err != nil:
-		t.Fatalf("shmbus_cli.py %s: %v", strings.Join(args, " "), err)
+		res.code = -1
+		res.stderr += err.Error()
 	}
 	return res
 }
@@ -272,7 +273,7 @@ func (d *daemon) py(t *testing.T, args ...string) pyResult {
 // mustPy is py that requires exit status 0 and returns stdout.
 func (d *daemon) mustPy(t *testing.T, args ...string) string {
 	t.Helper()
-	r := d.py(t, args...)
+	r := d.py(args...)
 	if r.code != 0 {
 		t.Fatalf("shmbus_cli.py %s: exit %d\n%s%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 	}
@@ -453,10 +454,12 @@ func TestPythonToGo(t *testing.T) {
 
 	seq := newSequence(map[uint32]int{0: perProducer, 1: perProducer})
 	done := make(chan error, 1)
+	stop, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
 	go func() {
 		buf := make([]byte, bus.MaxMessage())
 		for i := 0; i < 2*perProducer; i++ {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(stop, 20*time.Second)
 			n, prio, err := c.Receive(ctx, buf)
 			cancel()
 			if err != nil {
@@ -479,7 +482,7 @@ func TestPythonToGo(t *testing.T) {
 	results := make([]pyResult, 2)
 	for k := range results {
 		wg.Go(func() {
-			results[k] = d.py(t, "produce", name, "-n", strconv.Itoa(perProducer), "-k", strconv.Itoa(k),
+			results[k] = d.py("produce", name, "-n", strconv.Itoa(perProducer), "-k", strconv.Itoa(k),
 				"--sizes", "0,100,3MiB,200000,1048583", "--priorities", "0,2,1,2")
 		})
 	}
@@ -487,6 +490,7 @@ func TestPythonToGo(t *testing.T) {
 	for k, r := range results {
 		if r.code != 0 {
 			t.Errorf("producer %d: exit %d\n%s", k, r.code, r.stderr)
+			cancelAll()
 		}
 	}
 	if err := <-done; err != nil {
@@ -771,7 +775,7 @@ func TestErrorMapping(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := d.py(t, tt.args...)
+			r := d.py(tt.args...)
 			if r.code != tt.code || !strings.Contains(r.stderr, ": "+tt.class+": ") {
 				t.Fatalf("exit %d, stderr %q; want exit %d naming %s", r.code, r.stderr, tt.code, tt.class)
 			}
