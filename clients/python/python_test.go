@@ -59,7 +59,7 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	python, _ = exec.LookPath("python3")
+	python = findPython()
 	dir, err := os.MkdirTemp("", "shmbus-pyclient-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -90,6 +90,20 @@ func runRole(role string) error {
 	fmt.Printf("ready %d\n", os.Getpid())
 	io.Copy(io.Discard, os.Stdin)
 	return nil
+}
+
+// findPython returns the python3 interpreter itself: a version manager's
+// shim in PATH (pyenv's is a shell script) costs a tenth of a second a run.
+func findPython() string {
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		return ""
+	}
+	out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
+	if exe := strings.TrimSpace(string(out)); err == nil && filepath.IsAbs(exe) {
+		return exe
+	}
+	return p
 }
 
 func requirePython(t *testing.T) {
@@ -747,9 +761,11 @@ func TestErrorMapping(t *testing.T) {
 	}
 	defer c.Close()
 
+	// 20 messages of 100 bytes, each one record of the 1 KiB lane (records
+	// are at most 128 bytes there): FULL after about nine.
 	fill := []string{"send", "tiny", "--nowait"}
 	for i := 0; i < 20; i++ {
-		fill = append(fill, strings.Repeat("x", 200))
+		fill = append(fill, strings.Repeat("x", 100))
 	}
 	tests := []struct {
 		name  string

@@ -52,7 +52,8 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 
-# Frame types (section 3). Replies are 0x8000 | request type.
+# Frame types (section 3), as the document numbers them. A reply's type is
+# 0x8000 | its request's type, except BUS, the reply of CREATE and OPEN.
 HELLO = 0x0001
 CREATE = 0x0002
 OPEN = 0x0003
@@ -64,14 +65,13 @@ LIST = 0x0008
 SUBSCRIBE = 0x0009
 UNSUBSCRIBE = 0x000A
 REMOVE = 0x000B
-REPLY = 0x8000
-OK = REPLY
-WELCOME = REPLY | HELLO
-BUS = REPLY | OPEN
-MESSAGE = REPLY | RECV
-STAT_REPLY = REPLY | STAT
-LIST_REPLY = REPLY | LIST
-EVENT = REPLY | SUBSCRIBE
+OK = 0x8000
+WELCOME = 0x8001
+BUS = 0x8002
+MESSAGE = 0x8005
+STAT_REPLY = 0x8007
+LIST_REPLY = 0x8008
+EVENT = 0x8009
 ERROR = 0x80FF
 
 # The reply each request expects.

@@ -339,7 +339,15 @@ def run(c, args):
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    p = parser()
+    # argparse gives a '*' positional only the words before the first
+    # option (send NAME -p 2 MESSAGE): the messages after it come back
+    # unrecognized, and are taken here.
+    args, extra = p.parse_known_args(argv)
+    if extra and (args.command != "send" or any(w.startswith("-") for w in extra)):
+        p.error("unrecognized arguments: %s" % " ".join(extra))
+    if extra:
+        args.messages += extra
     what = " ".join([args.command] + ([args.name] if getattr(args, "name", "")
                                       else []))
     try:

@@ -19,6 +19,14 @@ import shmbus
 
 HEADER = struct.Struct("<IHHI")
 
+# Frame types, written out from docs/daemon-protocol.md rather than taken
+# from shmbus.py, so that a wrong constant there fails here.
+HELLO, CREATE, OPEN, SEND, RECV, RELEASE = 0x1, 0x2, 0x3, 0x4, 0x5, 0x6
+STAT, LIST, SUBSCRIBE, UNSUBSCRIBE, REMOVE = 0x7, 0x8, 0x9, 0xA, 0xB
+OK, WELCOME, BUS, MESSAGE = 0x8000, 0x8001, 0x8002, 0x8005
+STAT_REPLY, LIST_REPLY, EVENT, ERROR = 0x8007, 0x8008, 0x8009, 0x80FF
+JOIN, LEAVE, CRASH = 1, 2, 3
+
 
 def s(text):
     raw = text.encode("utf-8")
@@ -39,7 +47,7 @@ def bus_payload(name="jobs", fd=0, kind=shmbus.KIND_FILE):
                                   1000, 1001, 3 << 20, 16 << 20, 131064))
 
 
-def event_payload(kind=shmbus.JOIN, bus="jobs", pid=77, slot=3,
+def event_payload(kind=JOIN, bus="jobs", pid=77, slot=3,
                   role=shmbus.ROLE_PRODUCER, client=0, time_ns=123456789):
     return (struct.pack("<B", kind) + s(bus)
             + struct.pack("<IHBIQ", pid, slot, role, client, time_ns))
@@ -53,11 +61,11 @@ class FakeDaemon:
         client_end, self.sock = socket.socketpair(socket.AF_UNIX,
                                                   socket.SOCK_STREAM)
         test.addCleanup(self.sock.close)
-        self.reply(shmbus.WELCOME, 1, welcome_payload or welcome())
+        self.reply(WELCOME, 1, welcome_payload or welcome())
         self.client = shmbus.Client(path="fake", sock=client_end)
         test.addCleanup(self.client.close)
         ftype, fid, payload = self.read_request()
-        test.assertEqual((ftype, fid), (shmbus.HELLO, 1))
+        test.assertEqual((ftype, fid), (HELLO, 1))
         test.assertEqual(payload, struct.pack("<H", 1) + s("shmbus.py"))
 
     def send_frame(self, ftype, fid, payload=b"", flags=0, length=None,
@@ -118,29 +126,29 @@ class TestRequests(unittest.TestCase):
             1, shmbus.DEFAULT_MAX_PAYLOAD, "shmbus test", 4242, 1000, 1001))
 
     def test_create(self):
-        self.d.reply(shmbus.BUS, 2, bus_payload())
+        self.d.reply(BUS, 2, bus_payload())
         info = self.c.create("jobs", priorities=3, producers=shmbus.SINGLE_PRODUCER,
                              wake=shmbus.WAKE_SEM, lane_capacity=1 << 16,
                              max_message=1 << 20, mode=0o640, memfd=True,
                              failfast=True)
-        self.expect(shmbus.CREATE, s("jobs") + struct.pack(
+        self.expect(CREATE, s("jobs") + struct.pack(
             "<HBBIIHB", 3, 1, 2, 1 << 16, 1 << 20, 0o640, 0b011))
         self.assertEqual(info, shmbus.BusInfo(
             "jobs", shmbus.KIND_FILE, 0, 1, 3, 0o640, 1000, 1001, 3 << 20,
             16 << 20, 131064, None))
 
     def test_open(self):
-        self.d.reply(shmbus.BUS, 2, bus_payload())
+        self.d.reply(BUS, 2, bus_payload())
         self.assertEqual(self.c.open("jobs").name, "jobs")
-        self.expect(shmbus.OPEN, s("jobs") + b"\x00")
+        self.expect(OPEN, s("jobs") + b"\x00")
 
     def test_open_with_fd(self):
         with tempfile.TemporaryFile() as f:
             f.write(b"segment")
             f.flush()
-            self.d.reply(shmbus.BUS, 2, bus_payload(fd=1), fds=[f.fileno()])
+            self.d.reply(BUS, 2, bus_payload(fd=1), fds=[f.fileno()])
             info = self.c.open("jobs", want_fd=True)
-            self.expect(shmbus.OPEN, s("jobs") + b"\x04")
+            self.expect(OPEN, s("jobs") + b"\x04")
             self.assertIsNotNone(info.fd)
             try:
                 self.assertNotEqual(info.fd, f.fileno())
@@ -151,74 +159,74 @@ class TestRequests(unittest.TestCase):
                 os.close(info.fd)
 
     def test_send(self):
-        self.d.reply(shmbus.OK, 2)
+        self.d.reply(OK, 2)
         self.c.send("jobs", b"hello", priority=2, nowait=True, timeout=0.0015)
-        self.expect(shmbus.SEND, s("jobs") + struct.pack("<BBI", 2, 1, 2)
+        self.expect(SEND, s("jobs") + struct.pack("<BBI", 2, 1, 2)
                     + b(b"hello"))
 
     def test_send_defaults_and_bytearray(self):
-        self.d.reply(shmbus.OK, 2)
+        self.d.reply(OK, 2)
         self.c.send("jobs", bytearray(b"x"))
-        self.expect(shmbus.SEND, s("jobs") + struct.pack("<BBI", 0, 0, 0)
+        self.expect(SEND, s("jobs") + struct.pack("<BBI", 0, 0, 0)
                     + b(b"x"))
 
     def test_send_empty(self):
-        self.d.reply(shmbus.OK, 2)
+        self.d.reply(OK, 2)
         self.c.send("jobs", b"")
-        self.expect(shmbus.SEND, s("jobs") + struct.pack("<BBII", 0, 0, 0, 0))
+        self.expect(SEND, s("jobs") + struct.pack("<BBII", 0, 0, 0, 0))
 
     def test_recv(self):
-        self.d.reply(shmbus.MESSAGE, 2, b"\x05" + b(b"payload"))
+        self.d.reply(MESSAGE, 2, b"\x05" + b(b"payload"))
         self.assertEqual(self.c.recv("jobs", timeout=2), (5, b"payload"))
-        self.expect(shmbus.RECV, s("jobs") + struct.pack("<BI", 0, 2000))
+        self.expect(RECV, s("jobs") + struct.pack("<BI", 0, 2000))
 
     def test_recv_nowait(self):
-        self.d.reply(shmbus.MESSAGE, 2, b"\x00" + b(b""))
+        self.d.reply(MESSAGE, 2, b"\x00" + b(b""))
         self.assertEqual(self.c.recv("jobs", nowait=True), (0, b""))
-        self.expect(shmbus.RECV, s("jobs") + struct.pack("<BI", 1, 0))
+        self.expect(RECV, s("jobs") + struct.pack("<BI", 1, 0))
 
     def test_release_remove_subscribe_unsubscribe(self):
         for i, (call, ftype) in enumerate([
-                (self.c.release, shmbus.RELEASE),
-                (self.c.remove, shmbus.REMOVE),
-                (self.c.subscribe, shmbus.SUBSCRIBE),
-                (self.c.unsubscribe, shmbus.UNSUBSCRIBE)]):
-            self.d.reply(shmbus.OK, 2 + i)
+                (self.c.release, RELEASE),
+                (self.c.remove, REMOVE),
+                (self.c.subscribe, SUBSCRIBE),
+                (self.c.unsubscribe, UNSUBSCRIBE)]):
+            self.d.reply(OK, 2 + i)
             self.assertIsNone(call("jobs"))
             self.expect(ftype, s("jobs"))
 
     def test_subscribe_all(self):
-        self.d.reply(shmbus.OK, 2)
+        self.d.reply(OK, 2)
         self.c.subscribe()
-        self.expect(shmbus.SUBSCRIBE, s(""))
+        self.expect(SUBSCRIBE, s(""))
 
     def test_stat(self):
         doc = b'{"name": "jobs", "depth": 4, "lanes": []}'
-        self.d.reply(shmbus.STAT_REPLY, 2, b(doc))
+        self.d.reply(STAT_REPLY, 2, b(doc))
         self.assertEqual(self.c.stat("jobs"),
                          {"name": "jobs", "depth": 4, "lanes": []})
-        self.expect(shmbus.STAT, s("jobs"))
+        self.expect(STAT, s("jobs"))
 
     def test_list(self):
-        self.d.reply(shmbus.LIST_REPLY, 2,
+        self.d.reply(LIST_REPLY, 2,
                      struct.pack("<I", 3) + s("a") + s("b.c") + s("\u00e9"))
         self.assertEqual(self.c.list(), ["a", "b.c", "\u00e9"])
-        self.expect(shmbus.LIST, b"")
+        self.expect(LIST, b"")
 
     def test_list_empty(self):
-        self.d.reply(shmbus.LIST_REPLY, 2, struct.pack("<I", 0))
+        self.d.reply(LIST_REPLY, 2, struct.pack("<I", 0))
         self.assertEqual(self.c.list(), [])
 
     def test_ids_increase(self):
         for i in range(3):
-            self.d.reply(shmbus.OK, 2 + i)
+            self.d.reply(OK, 2 + i)
             self.c.release("jobs")
             self.assertEqual(self.d.read_request()[1], 2 + i)
 
     def test_ids_skip_zero(self):
         self.c._next_id = 0xFFFFFFFF
-        self.d.reply(shmbus.OK, 0xFFFFFFFF)
-        self.d.reply(shmbus.OK, 1)
+        self.d.reply(OK, 0xFFFFFFFF)
+        self.d.reply(OK, 1)
         self.c.release("a")
         self.c.release("b")
         self.assertEqual(self.d.read_request()[1], 0xFFFFFFFF)
@@ -226,9 +234,9 @@ class TestRequests(unittest.TestCase):
 
     def test_trailing_reply_bytes_ignored(self):
         # Section 6: a later version may add reply fields at the end.
-        self.d.reply(shmbus.MESSAGE, 2, b"\x01" + b(b"m") + b"future")
+        self.d.reply(MESSAGE, 2, b"\x01" + b(b"m") + b"future")
         self.assertEqual(self.c.recv("jobs"), (1, b"m"))
-        self.d.reply(shmbus.BUS, 3, bus_payload() + b"\x00" * 9)
+        self.d.reply(BUS, 3, bus_payload() + b"\x00" * 9)
         self.assertEqual(self.c.open("jobs").max_record, 131064)
 
     def test_large_messages(self):
@@ -238,9 +246,9 @@ class TestRequests(unittest.TestCase):
 
         def daemon():
             got["request"] = self.d.read_request()
-            self.d.reply(shmbus.OK, got["request"][1])
+            self.d.reply(OK, got["request"][1])
             got["recv"] = self.d.read_request()
-            self.d.reply(shmbus.MESSAGE, got["recv"][1], b"\x07" + b(big))
+            self.d.reply(MESSAGE, got["recv"][1], b"\x07" + b(big))
 
         t = threading.Thread(target=daemon)
         t.start()
@@ -257,9 +265,9 @@ class TestRequests(unittest.TestCase):
         with self.assertRaises(shmbus.TooLarge):
             d.client.send("jobs", b"x" * 100)
         self.assertFalse(d.client.closed)
-        d.reply(shmbus.OK, 2)
+        d.reply(OK, 2)
         d.client.send("jobs", b"x" * 50)
-        self.assertEqual(d.read_request()[0], shmbus.SEND)
+        self.assertEqual(d.read_request()[0], SEND)
 
     def test_argument_out_of_range(self):
         with self.assertRaises(ValueError):
@@ -298,7 +306,7 @@ class TestErrors(unittest.TestCase):
     def test_every_code(self):
         d = FakeDaemon(self)
         for i, (code, cls) in enumerate(sorted(self.CODES.items())):
-            d.reply(shmbus.ERROR, 2 + i,
+            d.reply(ERROR, 2 + i,
                     struct.pack("<H", code) + s("because %d" % code))
             with self.assertRaises(cls) as cm:
                 d.client.recv("jobs")
@@ -312,7 +320,7 @@ class TestErrors(unittest.TestCase):
 
     def test_unknown_code_is_internal(self):
         d = FakeDaemon(self)
-        d.reply(shmbus.ERROR, 2, struct.pack("<H", 999) + s("new"))
+        d.reply(ERROR, 2, struct.pack("<H", 999) + s("new"))
         with self.assertRaises(shmbus.InternalError) as cm:
             d.client.list()
         self.assertEqual(cm.exception.code, 999)
@@ -320,7 +328,7 @@ class TestErrors(unittest.TestCase):
 
     def test_error_with_id_zero_fails_the_request(self):
         d = FakeDaemon(self)
-        d.reply(shmbus.ERROR, 0, struct.pack("<H", 18) + s("bye"))
+        d.reply(ERROR, 0, struct.pack("<H", 18) + s("bye"))
         with self.assertRaises(shmbus.Shutdown):
             d.client.recv("jobs")
 
@@ -339,41 +347,41 @@ class TestEvents(unittest.TestCase):
         self.c = self.d.client
 
     def test_events_queued_while_waiting_for_reply(self):
-        self.d.reply(shmbus.OK, 2)
+        self.d.reply(OK, 2)
         self.c.subscribe("jobs")
-        self.d.reply(shmbus.EVENT, 0, event_payload(shmbus.JOIN, pid=10))
-        self.d.reply(shmbus.EVENT, 0, event_payload(shmbus.CRASH, pid=11,
+        self.d.reply(EVENT, 0, event_payload(JOIN, pid=10))
+        self.d.reply(EVENT, 0, event_payload(CRASH, pid=11,
                                                     client=99))
-        self.d.reply(shmbus.MESSAGE, 3, b"\x00" + b(b"m"))
+        self.d.reply(MESSAGE, 3, b"\x00" + b(b"m"))
         self.assertEqual(self.c.recv("jobs"), (0, b"m"))
         self.assertEqual(self.c.pending_events(), 2)
         e1 = self.c.next_event(timeout=0)
         e2 = self.c.next_event(timeout=0)
-        self.assertEqual(e1, shmbus.Event(shmbus.JOIN, "jobs", 10, 3,
+        self.assertEqual(e1, shmbus.Event(JOIN, "jobs", 10, 3,
                                           shmbus.ROLE_PRODUCER, 0, 123456789))
         self.assertEqual((e1.kind_name, e1.role_name), ("JOIN", "producer"))
         self.assertEqual((e2.kind_name, e2.pid, e2.client), ("CRASH", 11, 99))
         self.assertIsNone(self.c.next_event(timeout=0.02))
 
     def test_next_event_reads_the_socket(self):
-        self.d.reply(shmbus.EVENT, 0, event_payload(shmbus.LEAVE, bus="b"))
+        self.d.reply(EVENT, 0, event_payload(LEAVE, bus="b"))
         e = self.c.next_event(timeout=5)
-        self.assertEqual((e.kind, e.bus), (shmbus.LEAVE, "b"))
+        self.assertEqual((e.kind, e.bus), (LEAVE, "b"))
 
     def test_events_iterator_stops_after_timeout(self):
         for pid in (1, 2, 3):
-            self.d.reply(shmbus.EVENT, 0, event_payload(pid=pid))
+            self.d.reply(EVENT, 0, event_payload(pid=pid))
         self.assertEqual([e.pid for e in self.c.events(timeout=0.05)],
                          [1, 2, 3])
 
     def test_unknown_event_kind_ignored(self):
-        self.d.reply(shmbus.EVENT, 0, b"\x09whatever a later version says")
-        self.d.reply(shmbus.EVENT, 0, event_payload(pid=5))
+        self.d.reply(EVENT, 0, b"\x09whatever a later version says")
+        self.d.reply(EVENT, 0, event_payload(pid=5))
         self.assertEqual(self.c.next_event(timeout=5).pid, 5)
 
     def test_event_blocked_in_next_event_wakes(self):
         t = threading.Timer(0.05, self.d.reply,
-                            (shmbus.EVENT, 0, event_payload(pid=8)))
+                            (EVENT, 0, event_payload(pid=8)))
         t.start()
         try:
             self.assertEqual(self.c.next_event().pid, 8)
@@ -381,12 +389,12 @@ class TestEvents(unittest.TestCase):
             t.join()
 
     def test_error_with_id_zero_while_waiting_for_events(self):
-        self.d.reply(shmbus.ERROR, 0, struct.pack("<H", 18) + s("stopping"))
+        self.d.reply(ERROR, 0, struct.pack("<H", 18) + s("stopping"))
         with self.assertRaises(shmbus.Shutdown):
             self.c.next_event(timeout=5)
 
     def test_reply_while_no_request(self):
-        self.d.reply(shmbus.OK, 5)
+        self.d.reply(OK, 5)
         with self.assertRaises(shmbus.ProtocolError):
             self.c.next_event(timeout=5)
         self.assertTrue(self.c.closed)
@@ -414,60 +422,60 @@ class TestMalformed(unittest.TestCase):
             self.c.list()
 
     def test_field_runs_past_end(self):
-        self.d.reply(shmbus.MESSAGE, 2, b"\x01" + struct.pack("<I", 10) + b"abc")
+        self.d.reply(MESSAGE, 2, b"\x01" + struct.pack("<I", 10) + b"abc")
         self.assertBroken(lambda: self.c.recv("jobs"))
 
     def test_empty_payload(self):
-        self.d.reply(shmbus.MESSAGE, 2, b"")
+        self.d.reply(MESSAGE, 2, b"")
         self.assertBroken(lambda: self.c.recv("jobs"))
 
     def test_length_below_8(self):
-        self.d.reply(shmbus.OK, 2, length=7)
+        self.d.reply(OK, 2, length=7)
         self.assertBroken(lambda: self.c.release("jobs"))
 
     def test_length_over_max_payload(self):
-        self.d.reply(shmbus.OK, 2, length=8 + shmbus.DEFAULT_MAX_PAYLOAD + 1)
+        self.d.reply(OK, 2, length=8 + shmbus.DEFAULT_MAX_PAYLOAD + 1)
         self.assertBroken(lambda: self.c.release("jobs"))
 
     def test_flags_set(self):
-        self.d.reply(shmbus.OK, 2, flags=1)
+        self.d.reply(OK, 2, flags=1)
         self.assertBroken(lambda: self.c.release("jobs"))
 
     def test_wrong_id(self):
-        self.d.reply(shmbus.OK, 3)
+        self.d.reply(OK, 3)
         self.assertBroken(lambda: self.c.release("jobs"))
 
     def test_wrong_type(self):
-        self.d.reply(shmbus.MESSAGE, 2, b"\x00" + b(b""))
+        self.d.reply(MESSAGE, 2, b"\x00" + b(b""))
         self.assertBroken(lambda: self.c.release("jobs"))
 
     def test_not_utf8(self):
-        self.d.reply(shmbus.LIST_REPLY, 2, struct.pack("<IH", 1, 2) + b"\xff\xfe")
+        self.d.reply(LIST_REPLY, 2, struct.pack("<IH", 1, 2) + b"\xff\xfe")
         self.assertBroken(self.c.list)
 
     def test_list_count_too_large(self):
-        self.d.reply(shmbus.LIST_REPLY, 2, struct.pack("<I", 1 << 30))
+        self.d.reply(LIST_REPLY, 2, struct.pack("<I", 1 << 30))
         self.assertBroken(self.c.list)
 
     def test_stat_not_json(self):
-        self.d.reply(shmbus.STAT_REPLY, 2, b(b"{nope"))
+        self.d.reply(STAT_REPLY, 2, b(b"{nope"))
         self.assertBroken(lambda: self.c.stat("jobs"))
 
     def test_truncated_error(self):
-        self.d.reply(shmbus.ERROR, 2, b"\x06")
+        self.d.reply(ERROR, 2, b"\x06")
         self.assertBroken(lambda: self.c.stat("jobs"))
 
     def test_truncated_event(self):
-        self.d.reply(shmbus.EVENT, 0, event_payload()[:-1])
+        self.d.reply(EVENT, 0, event_payload()[:-1])
         self.assertBroken(lambda: self.c.next_event(timeout=5))
 
     def test_short_read_in_header(self):
-        self.d.sock.sendall(HEADER.pack(8, shmbus.OK, 0, 2)[:5])
+        self.d.sock.sendall(HEADER.pack(8, OK, 0, 2)[:5])
         self.d.sock.shutdown(socket.SHUT_WR)
         self.assertBroken(lambda: self.c.release("jobs"), ConnectionError)
 
     def test_short_read_in_payload(self):
-        self.d.sock.sendall(HEADER.pack(8 + 20, shmbus.MESSAGE, 0, 2) + b"\x00ab")
+        self.d.sock.sendall(HEADER.pack(8 + 20, MESSAGE, 0, 2) + b"\x00ab")
         self.d.sock.shutdown(socket.SHUT_WR)
         with self.assertRaises(ConnectionError) as cm:
             self.c.recv("jobs")
@@ -486,7 +494,7 @@ class TestMalformed(unittest.TestCase):
     def test_welcome_refused(self):
         a, b_ = socket.socketpair()
         self.addCleanup(b_.close)
-        b_.sendall(HEADER.pack(8 + 2 + 2 + 4, shmbus.ERROR, 0, 1)
+        b_.sendall(HEADER.pack(8 + 2 + 2 + 4, ERROR, 0, 1)
                    + struct.pack("<H", 4) + s("v1?!"))
         with self.assertRaises(shmbus.BadVersion):
             shmbus.Client(sock=a)
@@ -514,33 +522,33 @@ class TestDescriptors(unittest.TestCase):
         self.assertFalse(fd_is_open(probe), "descriptor %d leaked" % probe)
 
     def test_fd_with_non_bus_reply(self):
-        self.d.reply(shmbus.OK, 2, fds=[self.pipe])
+        self.d.reply(OK, 2, fds=[self.pipe])
         self.received_fd_closed(lambda: self.c.release("jobs"),
                                 shmbus.ProtocolError)
 
     def test_fd_not_asked_for(self):
-        self.d.reply(shmbus.BUS, 2, bus_payload(fd=1), fds=[self.pipe])
+        self.d.reply(BUS, 2, bus_payload(fd=1), fds=[self.pipe])
         self.received_fd_closed(lambda: self.c.open("jobs"),
                                 shmbus.ProtocolError)
 
     def test_fd_flag_without_fd(self):
-        self.d.reply(shmbus.BUS, 2, bus_payload(fd=1))
+        self.d.reply(BUS, 2, bus_payload(fd=1))
         self.received_fd_closed(lambda: self.c.open("jobs", want_fd=True),
                                 shmbus.ProtocolError)
 
     def test_fd_without_fd_flag(self):
-        self.d.reply(shmbus.BUS, 2, bus_payload(fd=0), fds=[self.pipe])
+        self.d.reply(BUS, 2, bus_payload(fd=0), fds=[self.pipe])
         self.received_fd_closed(lambda: self.c.open("jobs", want_fd=True),
                                 shmbus.ProtocolError)
 
     def test_fd_asked_for_but_refused(self):
-        self.d.reply(shmbus.ERROR, 2, struct.pack("<H", 8) + s("rw needed"))
+        self.d.reply(ERROR, 2, struct.pack("<H", 8) + s("rw needed"))
         self.received_fd_closed(lambda: self.c.open("jobs", want_fd=True),
                                 shmbus.PermissionDenied)
 
     def test_fd_with_event(self):
-        self.d.reply(shmbus.EVENT, 0, event_payload(), fds=[self.pipe])
-        self.d.reply(shmbus.OK, 2)
+        self.d.reply(EVENT, 0, event_payload(), fds=[self.pipe])
+        self.d.reply(OK, 2)
         probe = os.dup(self.pipe)
         os.close(probe)
         self.c.release("jobs")
@@ -548,7 +556,7 @@ class TestDescriptors(unittest.TestCase):
         self.assertEqual(self.c.next_event(timeout=0).pid, 77)
 
     def test_too_many_fds(self):
-        self.d.reply(shmbus.BUS, 2, bus_payload(fd=1),
+        self.d.reply(BUS, 2, bus_payload(fd=1),
                      fds=[self.pipe] * (shmbus._MAX_FDS + 4))
         with self.assertRaises(shmbus.ProtocolError):
             self.c.open("jobs", want_fd=True)
@@ -556,6 +564,19 @@ class TestDescriptors(unittest.TestCase):
 
 
 class TestDefaults(unittest.TestCase):
+
+    def test_constants_are_the_documents(self):
+        self.assertEqual(
+            (shmbus.FLAG_MEMFD, shmbus.FLAG_FAILFAST, shmbus.FLAG_WANT_FD,
+             shmbus.FLAG_NOWAIT), (1, 2, 4, 1))
+        self.assertEqual((shmbus.MULTI_PRODUCER, shmbus.SINGLE_PRODUCER), (0, 1))
+        self.assertEqual((shmbus.WAKE_DEFAULT, shmbus.WAKE_FUTEX,
+                          shmbus.WAKE_SEM), (0, 1, 2))
+        self.assertEqual((shmbus.KIND_FILE, shmbus.KIND_MEMFD), (1, 2))
+        self.assertEqual((shmbus.JOIN, shmbus.LEAVE, shmbus.CRASH), (1, 2, 3))
+        self.assertEqual((shmbus.ROLE_NONE, shmbus.ROLE_PRODUCER,
+                          shmbus.ROLE_CONSUMER), (0, 1, 2))
+        self.assertEqual(shmbus.DEFAULT_MAX_PAYLOAD, 64 * 2**20 + 64 * 2**10)
 
     def test_default_socket_path(self):
         cases = [
