@@ -740,6 +740,74 @@ func TestPeerEvents(t *testing.T) {
 	}
 }
 
+// TestQueuedEvents: events that come while Python waits for a reply (a
+// RECV that times out) are queued and returned after it, not lost: the
+// JOIN of the daemon's consumer held for Python (daemon pid, client =
+// Python's pid) and the JOIN of a Go producer.
+func TestQueuedEvents(t *testing.T) {
+	d := startDaemon(t)
+	const name = "queued"
+	bus, err := shmbus.Create(name, &shmbus.Options{Dir: d.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := bus.Remove(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	script, err := filepath.Abs(filepath.Join("testdata", "queued_events.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, python, script, name, "1")
+	cmd.Env = d.pyCommand(ctx).Env
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	out := bufio.NewReader(stdout)
+	if line, err := out.ReadString('\n'); line != "subscribed\n" {
+		t.Fatalf("queued_events.py: %q, %v\n%s", line, err, stderr.String())
+	}
+	time.Sleep(200 * time.Millisecond) // Python is in its RECV by now (if not, the events still come during it)
+	p, err := bus.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	rest, _ := io.ReadAll(out)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("queued_events.py: %v\n%s%s", err, rest, stderr.String())
+	}
+	var got struct {
+		Queued int
+		Events []struct {
+			Kind        string
+			PID, Client int
+			Role        string
+		}
+	}
+	decodeJSON(t, string(rest), &got)
+	var producer, consumer bool
+	for _, e := range got.Events {
+		producer = producer || e.Kind == "JOIN" && e.PID == os.Getpid() && e.Client == 0
+		consumer = consumer || e.Kind == "JOIN" && e.PID == d.cmd.Process.Pid && e.Client == cmd.Process.Pid && e.Role == "consumer"
+	}
+	if got.Queued != len(got.Events) || !producer || !consumer {
+		t.Fatalf("after the RECV: %s; want both JOINs (producer pid %d; consumer pid %d for client %d), all queued during the RECV",
+			rest, os.Getpid(), d.cmd.Process.Pid, cmd.Process.Pid)
+	}
+}
+
 // TestErrorMapping: each refusal of the real daemon reaches Python as the
 // exception of its code (shmbus_cli.py names the class on stderr).
 func TestErrorMapping(t *testing.T) {
@@ -973,6 +1041,32 @@ func TestPermission(t *testing.T) {
 	if out := d.mustPy(t, "ls"); out != "private\nreadable\n" {
 		t.Errorf("ls = %q: the refused requests changed the buses", out)
 	}
+
+	// A bus the other user creates is its own: it may use and remove it,
+	// and root may read it.
+	t.Run("own bus", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"create", "theirs", "--mode", "600"},
+			{"send", "theirs", "mine"},
+			{"open", "theirs", "--fd"},
+		} {
+			if r := asOther(interp, args...); r.code != 0 {
+				t.Fatalf("%s: exit %d, stderr %q", strings.Join(args, " "), r.code, r.stderr)
+			}
+		}
+		var info busInfo
+		decodeJSON(t, d.mustPy(t, "open", "theirs"), &info)
+		if info.UID != otherUID || info.Mode != 0o600 {
+			t.Errorf("bus created by uid %d: %+v", otherUID, info)
+		}
+		if out := d.mustPy(t, "recv", "theirs", "--nowait"); out != "mine\n" {
+			t.Errorf("root's recv = %q", out)
+		}
+		if r := asOther(interp, "rm", "theirs"); r.code != 0 {
+			d.mustPy(t, "rm", "theirs")
+			t.Fatalf("rm theirs: exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
 }
 
 // lockedBuffer collects a process's output while the test reads it.
