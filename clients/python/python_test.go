@@ -882,6 +882,48 @@ func TestErrorMapping(t *testing.T) {
 	}
 }
 
+// TestProtocolErrors: requests the client never makes (an unknown type,
+// payloads that do not decode, a wrong version, no HELLO, frames that
+// cannot be read) get from the real daemon the errors the document names,
+// as their exception classes; the daemon closes the connection only after
+// a frame it cannot read.
+func TestProtocolErrors(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	script, err := filepath.Abs(filepath.Join("testdata", "raw_errors.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, python, script)
+	cmd.Env = d.pyCommand(ctx).Env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("raw_errors.py: %v\n%s", err, out)
+	}
+	var got map[string]string
+	decodeJSON(t, string(out), &got)
+	want := map[string]string{
+		"unknown type":    "UnknownType",
+		"field past end":  "BadFrame",
+		"bytes left over": "BadFrame",
+		"not utf-8":       "BadFrame",
+		"usable after":    "ok",
+		"bad version":     "BadVersion",
+		"hello required":  "HelloRequired",
+		"flags set":       "BadFrame id 77, then closed",
+		"too long":        "TooLarge id 77, then closed",
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: %q, want %q", k, got[k], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("cases %v, want %v", got, want)
+	}
+}
+
 // busInfo is the JSON of `shmbus_cli.py open`.
 type busInfo struct {
 	Name       string `json:"name"`

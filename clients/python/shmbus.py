@@ -570,7 +570,7 @@ class Client:
         sock.sendall(_HEADER.pack(8 + size, ftype, 0, fid) + payload)
         if data is not None and len(data):
             sock.sendall(data)
-        want = _REPLY_OF[ftype]
+        want = _REPLY_OF.get(ftype)  # None: any reply (a raw request)
         while True:
             rtype, rid, body, fds = self._read_frame()
             if rtype == EVENT and rid == 0:
@@ -584,7 +584,7 @@ class Client:
                 self._close_fds(fds)
                 raise ProtocolError("reply id %d (type 0x%04x) to request %d"
                                     % (rid, rtype, fid))
-            if rtype != want:
+            if want is not None and rtype != want:
                 self._close_fds(fds)
                 raise ProtocolError("reply type 0x%04x to request type 0x%04x"
                                     % (rtype, ftype))
