@@ -316,13 +316,14 @@ def _timeout_ms(timeout):
 
 
 def default_socket_path():
-    """Where the daemon listens: $SHMBUS_SOCKET, else
+    """Where the daemon listens, by the rule `shmbus daemon` follows too:
+    $SHMBUS_SOCKET, else (for a user other than root)
     $XDG_RUNTIME_DIR/shmbus.sock, else /run/shmbus/shmbus.sock."""
     path = os.environ.get("SHMBUS_SOCKET")
     if path:
         return path
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
+    if runtime and os.geteuid() != 0:
         return os.path.join(runtime, "shmbus.sock")
     return "/run/shmbus/shmbus.sock"
 

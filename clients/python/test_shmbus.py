@@ -587,8 +587,13 @@ class TestDefaults(unittest.TestCase):
             ({}, "/run/shmbus/shmbus.sock"),
         ]
         for env, want in cases:
-            with mock.patch.dict(os.environ, env, clear=True):
+            with mock.patch.dict(os.environ, env, clear=True), \
+                    mock.patch.object(os, "geteuid", return_value=1000):
                 self.assertEqual(shmbus.default_socket_path(), want, env)
+        # Root's daemon is the system one, whatever XDG_RUNTIME_DIR says.
+        with mock.patch.dict(os.environ, {"XDG_RUNTIME_DIR": "/r"}, clear=True), \
+                mock.patch.object(os, "geteuid", return_value=0):
+            self.assertEqual(shmbus.default_socket_path(), "/run/shmbus/shmbus.sock")
 
     def test_timeout_ms(self):
         for timeout, want in [(None, 0), (0, 1), (0.0001, 1), (0.0015, 2),

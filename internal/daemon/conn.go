@@ -1,3 +1,5 @@
+//go:build linux
+
 package daemon
 
 import (
@@ -37,6 +39,7 @@ type conn struct {
 	leases map[*entry]bool // buses whose descriptor the client has
 	subs   map[string]bool // "" is every bus
 	events chan Event      // to the event writer, once subscribed
+	rbuf   []byte          // RECV's buffer (requests run one at a time)
 	done   chan struct{}   // closed when the connection ends
 }
 
@@ -419,7 +422,10 @@ func (c *conn) doSend(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 		c.prods[e] = prod
 		c.mu.Unlock()
 	}
-	if m.Flags&FlagNoWait != 0 {
+	// TrySend waits, with no way out, for room for the rest of a message
+	// larger than a record once its first fragment is in; such a message
+	// goes through Send, bounded by the timeout and the connection.
+	if m.Flags&FlagNoWait != 0 && len(m.Message) <= e.bus.MaxRecordPayload() {
 		err = prod.TrySend(m.Message, int(m.Priority))
 	} else {
 		sctx, cancel := ctxFor(ctx, m.TimeoutMS)
@@ -463,18 +469,28 @@ func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 		c.cons[e] = cons
 		c.mu.Unlock()
 	}
-	buf := make([]byte, e.bus.MaxMessage())
+	if c.rbuf == nil {
+		c.rbuf = make([]byte, e.bus.MaxRecordPayload())
+	}
 	var n, prio int
 	if m.Flags&FlagNoWait != 0 {
-		n, prio, err = cons.TryReceive(buf)
+		n, prio, err = cons.TryReceive(c.rbuf)
 	} else {
 		rctx, cancel := ctxFor(ctx, m.TimeoutMS)
-		n, prio, err = cons.Receive(rctx, buf)
+		n, prio, err = cons.Receive(rctx, c.rbuf)
 		cancel()
+	}
+	// The buffer grows to the largest message met; the message waits on
+	// the bus meanwhile.
+	var short *shmbus.ShortBufferError
+	if errors.As(err, &short) {
+		c.rbuf = make([]byte, short.Need)
+		n, prio, err = cons.TryReceive(c.rbuf)
 	}
 	if err != nil {
 		return 0, nil, nil, err
 	}
+	buf := c.rbuf
 	c.s.metrics.relayed("recv", n)
 	return TypeMessage, Message{Priority: uint8(prio), Data: buf[:n]}.encode(), nil, nil
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package daemon
 
 import (
@@ -675,3 +677,37 @@ func TestShutdownEndsConnections(t *testing.T) {
 }
 
 var _ = exec.Command
+
+func TestBusRemovedBehindTheDaemon(t *testing.T) {
+	d := startDaemon(t)
+	a := d.dial(t)
+	if _, _, err := a.Create(Create{Name: "again"}); err != nil {
+		t.Fatal(err)
+	}
+	// Another program removes the bus and makes a new one of that name,
+	// with two priorities this time: the daemon must serve the new one.
+	if err := shmbus.Remove(d.dir, "again"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := shmbus.Create("again", &shmbus.Options{Dir: d.dir, Priorities: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Remove()
+	info, _, err := a.Open("again", false)
+	if err != nil || info.Priorities != 2 {
+		t.Fatalf("open after re-creation: %+v, %v; want the new bus with 2 priorities", info, err)
+	}
+	if err := a.Send("again", 1, []byte("new"), true, 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.NewConsumer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 16)
+	if n, prio, err := c.TryReceive(buf); err != nil || string(buf[:n]) != "new" || prio != 1 {
+		t.Fatalf("the new bus got %q at %d, %v", buf[:n], prio, err)
+	}
+}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package daemon
 
 // Payloads of the requests, replies and events of docs/daemon-protocol.md,

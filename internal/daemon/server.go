@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package daemon is the shmbus daemon: a UNIX-socket server through which
 // peers in other languages, and peers that cannot map memory, use shmbus
 // buses. Its wire protocol is docs/daemon-protocol.md; this package holds
@@ -25,6 +27,7 @@ import (
 	"time"
 
 	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/internal/segment"
 )
 
 // Config configures a Server.
@@ -197,15 +200,41 @@ func (s *Server) lookup(name string) (*entry, error) {
 		return nil, &Error{CodeShutdown, "the daemon is shutting down"}
 	}
 	if e := s.buses[name]; e != nil {
-		return e, nil
+		if e.memfd || e.current(s.cfg.Dir) {
+			return e, nil
+		}
+		// Removed (and perhaps made again) behind the daemon's back:
+		// what it has open is not the bus of that name any more.
+		delete(s.buses, name)
+		e.bus.Close()
+	}
+	if err := segment.ValidateName(name); err != nil {
+		return nil, err
 	}
 	b, err := shmbus.Open(name, &shmbus.OpenOptions{Dir: s.cfg.Dir})
 	if err != nil {
 		return nil, err
 	}
 	e := newEntry(name, b, false)
+	// Peers attached before the daemon opened the bus are not news:
+	// subscribers hear of joins from now on (STAT lists who is there).
+	if st, err := b.Stats(); err == nil {
+		for _, p := range st.Peers {
+			e.seen[peerKey{p.Slot, p.PID, p.Joined.UnixNano()}] = p
+		}
+	}
 	s.buses[name] = e
 	return e, nil
+}
+
+// current says whether e's segment is still the file its name leads to.
+func (e *entry) current(dir string) bool {
+	fi, err := os.Stat(segment.Path(dir, e.name))
+	if err != nil {
+		return false
+	}
+	mine, err := e.bus.File().Stat()
+	return err == nil && os.SameFile(fi, mine)
 }
 
 func newEntry(name string, b *shmbus.Bus, memfd bool) *entry {

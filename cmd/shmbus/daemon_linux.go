@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -18,9 +20,13 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// defaultSocket is where the daemon listens unless told otherwise:
-// $XDG_RUNTIME_DIR/shmbus.sock, or /run/shmbus/shmbus.sock for root.
+// defaultSocket is where the daemon listens unless told otherwise, by the
+// rule its clients follow too: $SHMBUS_SOCKET, else (for a user other than
+// root) $XDG_RUNTIME_DIR/shmbus.sock, else /run/shmbus/shmbus.sock.
 func defaultSocket() string {
+	if p := os.Getenv("SHMBUS_SOCKET"); p != "" {
+		return p
+	}
 	if os.Geteuid() != 0 {
 		if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 			return filepath.Join(d, "shmbus.sock")
@@ -66,7 +72,7 @@ socket and exits with status 0.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&socket, "socket", "", "socket path (default $XDG_RUNTIME_DIR/shmbus.sock, or /run/shmbus/shmbus.sock for root)")
+	f.StringVar(&socket, "socket", "", "socket path (default $SHMBUS_SOCKET, else $XDG_RUNTIME_DIR/shmbus.sock, or /run/shmbus/shmbus.sock for root)")
 	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (host:port)")
 	f.Uint32Var(&mode, "socket-mode", 0o666, "permission bits of the socket (buses have their own)")
 	f.DurationVar(&poll, "poll", 50*time.Millisecond, "how often peer tables are scanned for joins, departures and deaths")
