@@ -109,11 +109,13 @@ func (c *Consumer) Recover(peers Peers) (bool, error) {
 	if liveAt || len(ends) == 0 {
 		return false, nil
 	}
+	// Count the distinct consistent ends (an end may be 0 where positions
+	// wrap at 2^64, so "none yet" is found == 0, not pick == 0).
 	var pick uint64
 	found := 0
 	for _, e := range ends {
 		consistent := e == t || starts[e] || l.lengthWord(e&l.mask).Load() != 0
-		if consistent && e != pick {
+		if consistent && (found == 0 || e != pick) {
 			pick = e
 			found++
 		}

@@ -284,3 +284,18 @@ func TestInterruptedRelease(t *testing.T) {
 		t.Fatal("released bytes not zeroed")
 	}
 }
+
+// Rule (b) where the dead claim ends exactly at position 0: positions wrap
+// at 2^64, and an end of 0 is as good as any other.
+func TestRecoverUnconfirmedClaimEndingAtZero(t *testing.T) {
+	start := uint64(1<<64 - 64)
+	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 4096, Flags: layout.FlagMultiProducer}, start)
+	c := s.consumer(t, 0)
+	setClaim(s, 0, start, 0, 0, true)
+	s.peers.states[0] = PeerDead
+	mustRecover(t, c, s.peers, true)
+	s.producer(0, 2).Send([]byte{7})
+	if got := payloads(t, c); string(got) != "\x07" {
+		t.Fatalf("got %v after the recovered claim", got)
+	}
+}
