@@ -74,8 +74,15 @@ const (
 )
 
 // Backstop bounds every sleep: even if a wake-up were lost (a peer died
-// between publishing and ringing), a sleeper re-checks this often.
-const Backstop = 200 * time.Millisecond
+// between publishing and ringing), a sleeper re-checks this often. A
+// sleeper left waiting on the default backstop, with no ring at all in the
+// meantime, doubles it after each quiet sleep up to MaxBackstop, so that an
+// idle peer costs about one wake-up a second instead of five; any ring brings
+// it back to Backstop.
+const (
+	Backstop    = 200 * time.Millisecond
+	MaxBackstop = time.Second
+)
 
 // Doorbell is one eventcount word in shared memory with its sleeper.
 type Doorbell struct {
@@ -144,14 +151,17 @@ func (d *Doorbell) Sleepers() int { return int((d.word.Load() & waiterMask) >> 3
 // spins first, as spin says, then sleeps on the doorbell. Each sleep is
 // bounded by backstop (Backstop if zero). After every sleep, woken or timed
 // out, wake is called if not nil, to let the caller do periodic work
-// (recovery of dead peers) before the condition is re-checked.
+// (recovery of dead peers) before the condition is re-checked. The default
+// backstop grows while nobody rings (see MaxBackstop).
 func (d *Doorbell) Wait(ready func() bool, stop func() error, deadline time.Time, spin *Spinner, backstop time.Duration, wake func()) error {
 	if spin.Spin(ready) {
 		return nil
 	}
-	if backstop <= 0 {
+	adaptive := backstop <= 0
+	if adaptive {
 		backstop = Backstop
 	}
+	bound := backstop
 	for {
 		if stop != nil {
 			if err := stop(); err != nil {
@@ -168,7 +178,7 @@ func (d *Doorbell) Wait(ready func() bool, stop func() error, deadline time.Time
 			d.withdraw()
 			return os.ErrDeadlineExceeded
 		}
-		until := now.Add(backstop)
+		until := now.Add(bound)
 		if !deadline.IsZero() && deadline.Before(until) {
 			until = deadline
 		}
@@ -179,6 +189,11 @@ func (d *Doorbell) Wait(ready func() bool, stop func() error, deadline time.Time
 		d.withdraw()
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
+		}
+		if adaptive && err != nil && d.seq.Load() == s {
+			bound = min(2*bound, MaxBackstop) // a quiet sleep
+		} else {
+			bound = backstop
 		}
 		if wake != nil {
 			wake()
