@@ -230,6 +230,10 @@ type Spinner struct {
 // and yield: a PAUSE or yield on every poll costs throughput.
 const tightPolls = 256
 
+// osYieldAfter is how long Spin polls before it yields to other processes
+// instead of other goroutines.
+const osYieldAfter = 5 * time.Microsecond
+
 // Spin polls ready until it holds (true) or the budget is spent (false).
 func (s *Spinner) Spin(ready func() bool) bool {
 	if s == nil {
@@ -262,10 +266,17 @@ func (s *Spinner) Spin(ready func() bool) bool {
 			return true
 		}
 		if i%16 == 15 {
-			if time.Since(start) > s.Budget {
+			spun := time.Since(start)
+			if spun > s.Budget {
 				break
 			}
-			yield()
+			// Past a few microseconds the peer is probably not running
+			// on another CPU: maybe on this one, waiting for it.
+			if spun > osYieldAfter {
+				osYield()
+			} else {
+				yield()
+			}
 		}
 	}
 	if s.Budget > minB {

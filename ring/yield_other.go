@@ -1,0 +1,7 @@
+//go:build !linux
+
+package ring
+
+import "runtime"
+
+func osYield() { runtime.Gosched() }
