@@ -2008,7 +2008,7 @@ static int daemon_error(const uint8_t *payload, uint32_t len)
 	static const struct { int code; const char *name; } codes[] = {
 		{SHMBUS_ERR_PROTOCOL, NULL},       {SHMBUS_ERR_PROTOCOL, "BAD_FRAME"},
 		{SHMBUS_ERR_PROTOCOL, "UNKNOWN_TYPE"}, {SHMBUS_ERR_TOO_LARGE, "TOO_LARGE"},
-		{SHMBUS_ERR_VERSION, "BAD_VERSION"},   {SHMBUS_ERR_PROTOCOL, "HELLO_REQUIRED"},
+		{SHMBUS_ERR_PROTOCOL, "BAD_VERSION"},   {SHMBUS_ERR_PROTOCOL, "HELLO_REQUIRED"},
 		{SHMBUS_ERR_NOT_EXIST, "NOT_FOUND"},   {SHMBUS_ERR_DAEMON, "EXISTS"},
 		{SHMBUS_ERR_PERMISSION, "PERMISSION"}, {SHMBUS_ERR_BAD_NAME, "BAD_NAME"},
 		{SHMBUS_ERR_INVALID, "BAD_ARGUMENT"},  {SHMBUS_ERR_BUSY, "BUSY"},
@@ -2026,7 +2026,7 @@ static int daemon_error(const uint8_t *payload, uint32_t len)
 	char text[320];
 	printable(text, sizeof text, msg, n);
 	if (code == 0 || code >= sizeof codes / sizeof codes[0])
-		return fail(SHMBUS_ERR_DAEMON, "daemon error %u: %s", code, text);
+		return fail(SHMBUS_ERR_DAEMON, "daemon code %u: %s", code, text);
 	return fail(codes[code].code, "daemon %s: %s", codes[code].name, text);
 }
 
@@ -2166,7 +2166,7 @@ int shmbus_daemon_open(const char *socket_path, const char *name, int want_fd, i
 		goto out;
 	}
 	if (version != D_PROTO_VERSION) {
-		rc = fail(SHMBUS_ERR_VERSION, "the daemon answered HELLO for protocol version %u with version %u",
+		rc = fail(SHMBUS_ERR_PROTOCOL, "the daemon answered HELLO for protocol version %u with version %u",
 		          D_PROTO_VERSION, version);
 		goto out;
 	}
@@ -2233,10 +2233,14 @@ int shmbus_daemon_open(const char *socket_path, const char *name, int want_fd, i
 			rc = fail(SHMBUS_ERR_SYS, "fstat of the daemon's descriptor: %s", strerror(errno));
 			goto out;
 		}
-		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != in.size) {
-			rc = fail(SHMBUS_ERR_PROTOCOL, "the daemon's descriptor is %s of %lld bytes; the reply says a segment of %llu",
-			          S_ISREG(st.st_mode) ? "a file" : "not a regular file", (long long)st.st_size,
-			          (unsigned long long)in.size);
+		if (!S_ISREG(st.st_mode)) {
+			rc = fail(SHMBUS_ERR_PROTOCOL, "the daemon's descriptor is not a regular file (mode %#o)",
+			          (unsigned)st.st_mode);
+			goto out;
+		}
+		if ((uint64_t)st.st_size != in.size) {
+			rc = fail(SHMBUS_ERR_PROTOCOL, "the daemon's descriptor has %lld bytes; the reply says a segment of %llu",
+			          (long long)st.st_size, (unsigned long long)in.size);
 			goto out;
 		}
 		*fd_out = c.fds[0];

@@ -50,7 +50,7 @@ typedef enum shmbus_err {
 	SHMBUS_ERR_INVALID,     /* an invalid argument (NULL pointer, bad fd, ...) */
 	SHMBUS_ERR_NO_MEMORY,   /* malloc failed (a message being reassembled was dropped) */
 	SHMBUS_ERR_PROTOCOL,    /* daemon: its reply broke docs/daemon-protocol.md (malformed, unexpected,
-	                         * cut short), or it said our request was (BAD_FRAME, UNKNOWN_TYPE, ...) */
+	                         * cut short), or it refused ours (BAD_FRAME, UNKNOWN_TYPE, BAD_VERSION, ...) */
 	SHMBUS_ERR_DAEMON,      /* daemon: a refusal with no closer code (SHUTDOWN, INTERNAL, unknown codes) */
 } shmbus_err;
 
