@@ -146,10 +146,10 @@ int shmbus_consumer_close(shmbus_consumer_t *c);
  * reach a memfd bus, and the way to reach a file bus one may not open
  * directly. The connection that brought the descriptor is the process's
  * lease on the slots it takes on that bus: keep it open as long as the bus
- * is used. If the process dies, the kernel closes it and the daemon releases
- * what the process held and tells subscribers (CRASH). Closing it while
- * still attached is allowed but means the daemon only notices the process's
- * exit, not a clean release.
+ * is used. When it ends (closed, or by the process's death: the kernel
+ * closes it), the daemon watches the process and, once it has exited,
+ * releases what it still held and tells subscribers (CRASH). It is
+ * close-on-exec.
  *
  * Every exchange with the daemon (connect, HELLO, OPEN) is bounded by
  * SHMBUS_DAEMON_TIMEOUT_MS in all (SHMBUS_ERR_TIMEOUT). Nothing the daemon
