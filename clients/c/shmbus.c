@@ -35,6 +35,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -45,8 +46,10 @@
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/sem.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -143,6 +146,8 @@ const char *shmbus_strerror(int err)
 	case SHMBUS_ERR_CLOSED: return "closed";
 	case SHMBUS_ERR_INVALID: return "invalid argument";
 	case SHMBUS_ERR_NO_MEMORY: return "out of memory";
+	case SHMBUS_ERR_PROTOCOL: return "daemon protocol error";
+	case SHMBUS_ERR_DAEMON: return "daemon error";
 	}
 	return "unknown error";
 }
@@ -1791,5 +1796,496 @@ int shmbus_close(shmbus_t *b)
 	munmap(b->seg, (size_t)b->total);
 	free(b->path);
 	free(b);
+	return SHMBUS_OK;
+}
+
+/* ---- through the daemon (docs/daemon-protocol.md) ----
+ *
+ * One short conversation: connect, HELLO, OPEN, with the BUS reply's
+ * descriptor taken from SCM_RIGHTS. Everything the daemon sends is
+ * checked before it is used: frame lengths against D_MAX_REPLY, every field
+ * against the bytes left in its payload, descriptors against what the reply
+ * says came (the others are closed). The socket stays in blocking mode for
+ * the caller; each step here waits with poll against one deadline and reads
+ * or writes with MSG_DONTWAIT. */
+
+enum {
+	DT_HELLO = 0x0001, DT_OPEN = 0x0003,
+	DT_WELCOME = 0x8001, DT_BUS = 0x8002, DT_EVENT = 0x8009, DT_ERROR = 0x80FF,
+	DF_WANT_FD = 1 << 2,
+	D_HEADER = 12,
+	D_MAX_FDS = 8,        /* descriptors kept per frame; more is a protocol error */
+	D_PROTO_VERSION = 1,
+};
+/* Largest reply payload accepted. The replies read here are far smaller (a
+ * WELCOME or ERROR has one str: < 64 KiB + 16); later versions may add
+ * fields, hence the slack. */
+#define D_MAX_REPLY (1u << 20)
+
+typedef struct dconn {
+	int fd;
+	int64_t deadline;      /* mono_ns */
+	int fds[D_MAX_FDS];    /* descriptors received with the frame being read */
+	int nfds;
+} dconn_t;
+
+static void d_drop_fds(dconn_t *c)
+{
+	for (int i = 0; i < c->nfds; i++)
+		close(c->fds[i]);
+	c->nfds = 0;
+}
+
+static int d_timeout(void)
+{
+	return fail(SHMBUS_ERR_TIMEOUT, "the daemon did not answer within %d ms", SHMBUS_DAEMON_TIMEOUT_MS);
+}
+
+/* d_wait waits until the socket is ready for ev (or has failed or hung
+ * up: the next read or write says which), or the deadline passes. */
+static int d_wait(dconn_t *c, short ev)
+{
+	for (;;) {
+		int64_t left = c->deadline - mono_ns();
+		if (left <= 0)
+			return d_timeout();
+		struct pollfd p = {.fd = c->fd, .events = ev};
+		int n = poll(&p, 1, (int)((left + 999999) / 1000000));
+		if (n > 0)
+			return SHMBUS_OK;
+		if (n < 0 && errno != EINTR)
+			return fail(SHMBUS_ERR_SYS, "poll on the daemon's socket: %s", strerror(errno));
+	}
+}
+
+static int d_write(dconn_t *c, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		int rc = d_wait(c, POLLOUT);
+		if (rc)
+			return rc;
+		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+				continue;
+			return fail(SHMBUS_ERR_SYS, "send to the daemon: %s", strerror(errno));
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return SHMBUS_OK;
+}
+
+/* d_read reads exactly n bytes into p, keeping the descriptors that come
+ * with them in c->fds. A frame is read from its first byte by reads of its
+ * own, so the descriptors collected while reading one are that frame's. */
+static int d_read(dconn_t *c, uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		int rc = d_wait(c, POLLIN);
+		if (rc)
+			return rc;
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(D_MAX_FDS * sizeof(int))];
+		} cm;
+		memset(&cm, 0, sizeof cm);
+		struct iovec iov = {.iov_base = p, .iov_len = n};
+		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof cm.b};
+		ssize_t r = recvmsg(c->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+				continue;
+			return fail(SHMBUS_ERR_SYS, "receive from the daemon: %s", strerror(errno));
+		}
+		bool extra = (m.msg_flags & MSG_CTRUNC) != 0;
+		const char *end = cm.b + (m.msg_controllen < sizeof cm.b ? m.msg_controllen : sizeof cm.b);
+		for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+			if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0))
+				continue;
+			const unsigned char *data = CMSG_DATA(h);
+			size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			if ((size_t)(end - (const char *)data) / sizeof(int) < k)
+				k = (size_t)(end - (const char *)data) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, data + i * sizeof(int), sizeof fd);
+				if (c->nfds < D_MAX_FDS)
+					c->fds[c->nfds++] = fd;
+				else {
+					close(fd);
+					extra = true;
+				}
+			}
+		}
+		if (extra)
+			return fail(SHMBUS_ERR_PROTOCOL, "more than %d descriptors came with one reply", D_MAX_FDS);
+		if (r == 0)
+			return fail(SHMBUS_ERR_PROTOCOL, "the daemon closed the connection (a reply missing or cut short)");
+		p += r;
+		n -= (size_t)r;
+	}
+	return SHMBUS_OK;
+}
+
+/* d_frame reads the next frame: its type, id and payload (malloc'd, *len
+ * bytes; free it). Descriptors left from an earlier frame are closed. */
+static int d_frame(dconn_t *c, uint16_t *type, uint32_t *id, uint8_t **payload, uint32_t *len)
+{
+	*payload = NULL;
+	d_drop_fds(c);
+	uint8_t h[D_HEADER];
+	int rc = d_read(c, h, sizeof h);
+	if (rc)
+		return rc;
+	uint32_t length = rd32(h);
+	uint16_t flags;
+	memcpy(type, h + 4, 2);
+	memcpy(&flags, h + 6, 2);
+	*id = rd32(h + 8);
+	if (length < 8 || length - 8 > D_MAX_REPLY)
+		return fail(SHMBUS_ERR_PROTOCOL, "reply frame length %u outside 8..%u", length, 8 + D_MAX_REPLY);
+	if (flags)
+		return fail(SHMBUS_ERR_PROTOCOL, "reply frame with flags %#x", flags);
+	*len = length - 8;
+	*payload = malloc(*len ? *len : 1);
+	if (!*payload)
+		return fail(SHMBUS_ERR_NO_MEMORY, "%u-byte reply", *len);
+	if ((rc = d_read(c, *payload, *len)) != SHMBUS_OK) {
+		free(*payload);
+		*payload = NULL;
+	}
+	return rc;
+}
+
+/* dec reads the fields of a payload; reading past its end sets bad and
+ * yields zeros. */
+typedef struct dec {
+	const uint8_t *p;
+	size_t n, off;
+	bool bad;
+} dec_t;
+
+static uint64_t dec_uint(dec_t *d, size_t w)
+{
+	if (d->bad || d->n - d->off < w) {
+		d->bad = true;
+		return 0;
+	}
+	uint64_t v = 0;
+	for (size_t i = 0; i < w; i++)
+		v |= (uint64_t)d->p[d->off + i] << (8 * i);
+	d->off += w;
+	return v;
+}
+
+static const uint8_t *dec_str(dec_t *d, size_t *len)
+{
+	size_t n = (size_t)dec_uint(d, 2);
+	if (d->bad || d->n - d->off < n) {
+		d->bad = true;
+		*len = 0;
+		return (const uint8_t *)"";
+	}
+	const uint8_t *s = d->p + d->off;
+	d->off += n;
+	*len = n;
+	return s;
+}
+
+/* printable copies a string from the daemon for an error message: at most
+ * 300 bytes, control characters as '?'. */
+static void printable(char *dst, size_t cap, const uint8_t *s, size_t n)
+{
+	size_t i = 0;
+	for (; i < n && i + 1 < cap && i < 300; i++)
+		dst[i] = s[i] < 0x20 || s[i] == 0x7F ? '?' : (char)s[i];
+	dst[i] = 0;
+}
+
+static int daemon_error(const uint8_t *payload, uint32_t len)
+{
+	static const struct { int code; const char *name; } codes[] = {
+		{SHMBUS_ERR_PROTOCOL, NULL},       {SHMBUS_ERR_PROTOCOL, "BAD_FRAME"},
+		{SHMBUS_ERR_PROTOCOL, "UNKNOWN_TYPE"}, {SHMBUS_ERR_TOO_LARGE, "TOO_LARGE"},
+		{SHMBUS_ERR_PROTOCOL, "BAD_VERSION"},   {SHMBUS_ERR_PROTOCOL, "HELLO_REQUIRED"},
+		{SHMBUS_ERR_NOT_EXIST, "NOT_FOUND"},   {SHMBUS_ERR_DAEMON, "EXISTS"},
+		{SHMBUS_ERR_PERMISSION, "PERMISSION"}, {SHMBUS_ERR_BAD_NAME, "BAD_NAME"},
+		{SHMBUS_ERR_INVALID, "BAD_ARGUMENT"},  {SHMBUS_ERR_BUSY, "BUSY"},
+		{SHMBUS_ERR_FULL, "FULL"},             {SHMBUS_ERR_EMPTY, "EMPTY"},
+		{SHMBUS_ERR_TIMEOUT, "TIMEOUT"},       {SHMBUS_ERR_NO_SLOT, "NO_SLOT"},
+		{SHMBUS_ERR_CORRUPT, "CORRUPT"},       {SHMBUS_ERR_UNSUPPORTED, "UNSUPPORTED"},
+		{SHMBUS_ERR_DAEMON, "SHUTDOWN"},       {SHMBUS_ERR_DAEMON, "INTERNAL"},
+	};
+	dec_t d = {.p = payload, .n = len};
+	unsigned code = (unsigned)dec_uint(&d, 2);
+	size_t n;
+	const uint8_t *msg = dec_str(&d, &n);
+	if (d.bad)
+		return fail(SHMBUS_ERR_PROTOCOL, "malformed ERROR reply (%u bytes)", len);
+	char text[320];
+	printable(text, sizeof text, msg, n);
+	if (code == 0 || code >= sizeof codes / sizeof codes[0])
+		return fail(SHMBUS_ERR_DAEMON, "daemon code %u: %s", code, text);
+	return fail(codes[code].code, "daemon %s: %s", codes[code].name, text);
+}
+
+static int d_request(dconn_t *c, uint16_t type, uint32_t id, const uint8_t *payload, size_t n)
+{
+	uint8_t f[D_HEADER + 256];
+	if (n > sizeof f - D_HEADER)
+		return fail(SHMBUS_ERR_INVALID, "request too long");
+	uint32_t length = (uint32_t)(8 + n);
+	uint16_t flags = 0;
+	memcpy(f, &length, 4);
+	memcpy(f + 4, &type, 2);
+	memcpy(f + 6, &flags, 2);
+	memcpy(f + 8, &id, 4);
+	memcpy(f + D_HEADER, payload, n);
+	return d_write(c, f, D_HEADER + n);
+}
+
+/* d_reply reads the reply to request id, of type want (or ERROR, mapped to
+ * a code). Events are skipped. */
+static int d_reply(dconn_t *c, uint32_t id, uint16_t want, uint8_t **payload, uint32_t *len)
+{
+	for (;;) {
+		uint16_t type;
+		uint32_t fid;
+		int rc = d_frame(c, &type, &fid, payload, len);
+		if (rc)
+			return rc;
+		if (type == DT_EVENT && fid == 0) {
+			free(*payload);
+			continue;
+		}
+		if (type == DT_ERROR && (fid == id || fid == 0)) {
+			rc = daemon_error(*payload, *len);
+		} else if (fid != id) {
+			rc = fail(SHMBUS_ERR_PROTOCOL, "reply to request %u while waiting for %u", fid, id);
+		} else if (type != want) {
+			rc = fail(SHMBUS_ERR_PROTOCOL, "reply of type %#06x to request %u, want %#06x", type, id, want);
+		} else
+			return SHMBUS_OK;
+		free(*payload);
+		*payload = NULL;
+		return rc;
+	}
+}
+
+int shmbus_daemon_socket_path(char *buf, size_t cap)
+{
+	if (!buf || !cap)
+		return fail(SHMBUS_ERR_INVALID, "no buffer for the socket path");
+	const char *s = getenv("SHMBUS_SOCKET"), *x = getenv("XDG_RUNTIME_DIR");
+	int n;
+	if (s && *s)
+		n = snprintf(buf, cap, "%s", s);
+	else if (geteuid() != 0 && x && *x)
+		n = snprintf(buf, cap, "%s/shmbus.sock", x);
+	else
+		n = snprintf(buf, cap, "/run/shmbus/shmbus.sock");
+	if (n < 0 || (size_t)n >= cap) {
+		buf[0] = 0;
+		return fail(SHMBUS_ERR_INVALID, "the daemon's socket path is longer than %zu bytes", cap - 1);
+	}
+	return SHMBUS_OK;
+}
+
+static int d_connect(dconn_t *c, const char *path)
+{
+	struct sockaddr_un a;
+	memset(&a, 0, sizeof a);
+	a.sun_family = AF_UNIX;
+	size_t n = strlen(path);
+	if (n == 0 || n >= sizeof a.sun_path)
+		return fail(SHMBUS_ERR_INVALID, "socket path of %zu bytes (1..%zu)", n, sizeof a.sun_path - 1);
+	memcpy(a.sun_path, path, n);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0)
+		return fail(SHMBUS_ERR_SYS, "socket: %s", strerror(errno));
+	if (connect(c->fd, (struct sockaddr *)&a, sizeof a) == 0)
+		return SHMBUS_OK;
+	int e = errno;
+	if (e == EINTR) {
+		/* The connection goes on asynchronously: wait for its outcome. */
+		int rc = d_wait(c, POLLOUT);
+		socklen_t sl = sizeof e;
+		if (rc)
+			return rc;
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &sl) < 0)
+			e = errno;
+		if (e == 0)
+			return SHMBUS_OK;
+	}
+	return fail(SHMBUS_ERR_SYS, "connect to the daemon at %.300s: %s", path, strerror(e));
+}
+
+int shmbus_daemon_open(const char *socket_path, const char *name, int want_fd, int *fd_out, int *conn_out,
+                       shmbus_daemon_info *info)
+{
+	if (fd_out)
+		*fd_out = -1;
+	if (conn_out)
+		*conn_out = -1;
+	if (want_fd && (!fd_out || !conn_out))
+		return fail(SHMBUS_ERR_INVALID, "want_fd needs fd_out and conn_out");
+	if (!valid_name(name))
+		return fail(SHMBUS_ERR_BAD_NAME, "%.220s", name ? name : "(null)");
+	char def[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	if (!socket_path || !*socket_path) {
+		int rc = shmbus_daemon_socket_path(def, sizeof def);
+		if (rc)
+			return rc;
+		socket_path = def;
+	}
+	dconn_t c = {.fd = -1, .deadline = mono_ns() + (int64_t)SHMBUS_DAEMON_TIMEOUT_MS * 1000000};
+	uint8_t req[256], *pl = NULL;
+	uint32_t len;
+	int rc = d_connect(&c, socket_path);
+	if (rc)
+		goto out;
+
+	/* HELLO: u16 version, str client. */
+	static const char me[] = "shmbus-c";
+	req[0] = D_PROTO_VERSION, req[1] = 0;
+	req[2] = sizeof me - 1, req[3] = 0;
+	memcpy(req + 4, me, sizeof me - 1);
+	if ((rc = d_request(&c, DT_HELLO, 1, req, 4 + sizeof me - 1)) || (rc = d_reply(&c, 1, DT_WELCOME, &pl, &len)))
+		goto out;
+	/* WELCOME: u16 version, u32 max_payload, str server, u32 pid, uid, gid
+	 * (later versions may add fields). */
+	dec_t d = {.p = pl, .n = len};
+	unsigned version = (unsigned)dec_uint(&d, 2);
+	uint32_t max_payload = (uint32_t)dec_uint(&d, 4);
+	size_t sn;
+	dec_str(&d, &sn);
+	dec_uint(&d, 4), dec_uint(&d, 4), dec_uint(&d, 4);
+	if (d.bad) {
+		rc = fail(SHMBUS_ERR_PROTOCOL, "malformed WELCOME (%u bytes)", len);
+		goto out;
+	}
+	if (version != D_PROTO_VERSION) {
+		rc = fail(SHMBUS_ERR_PROTOCOL, "the daemon answered HELLO for protocol version %u with version %u",
+		          D_PROTO_VERSION, version);
+		goto out;
+	}
+	size_t nn = strlen(name); /* 1..200: valid_name */
+	if (max_payload < 2 + nn + 1) {
+		rc = fail(SHMBUS_ERR_PROTOCOL, "WELCOME: max_payload %u", max_payload);
+		goto out;
+	}
+	if (c.nfds) {
+		rc = fail(SHMBUS_ERR_PROTOCOL, "a descriptor came with WELCOME");
+		goto out;
+	}
+	free(pl);
+	pl = NULL;
+
+	/* OPEN: str name, u8 flags. */
+	req[0] = (uint8_t)nn, req[1] = 0;
+	memcpy(req + 2, name, nn);
+	req[2 + nn] = want_fd ? DF_WANT_FD : 0;
+	if ((rc = d_request(&c, DT_OPEN, 2, req, 3 + nn)) || (rc = d_reply(&c, 2, DT_BUS, &pl, &len)))
+		goto out;
+	/* BUS: str name, u8 kind, producers, wake, fd, u16 priorities, mode,
+	 * u32 uid, gid, u64 size, max_message, u32 max_record. */
+	d = (dec_t){.p = pl, .n = len};
+	size_t bn;
+	const uint8_t *bname = dec_str(&d, &bn);
+	shmbus_daemon_info in;
+	memset(&in, 0, sizeof in);
+	in.kind = (int)dec_uint(&d, 1);
+	unsigned producers = (unsigned)dec_uint(&d, 1);
+	in.wake = (int)dec_uint(&d, 1);
+	unsigned has_fd = (unsigned)dec_uint(&d, 1);
+	in.priorities = (int)dec_uint(&d, 2);
+	in.mode = (unsigned)dec_uint(&d, 2);
+	in.uid = (uint32_t)dec_uint(&d, 4);
+	in.gid = (uint32_t)dec_uint(&d, 4);
+	in.size = dec_uint(&d, 8);
+	in.max_message = dec_uint(&d, 8);
+	in.max_record = (uint32_t)dec_uint(&d, 4);
+	in.multi_producer = producers == 0;
+	if (d.bad) {
+		rc = fail(SHMBUS_ERR_PROTOCOL, "malformed BUS reply (%u bytes)", len);
+		goto out;
+	}
+	if (bn != nn || memcmp(bname, name, nn) != 0) {
+		char got[320];
+		printable(got, sizeof got, bname, bn);
+		rc = fail(SHMBUS_ERR_PROTOCOL, "BUS reply for bus \"%s\", asked for \"%s\"", got, name);
+		goto out;
+	}
+	if ((in.kind != SHMBUS_KIND_FILE && in.kind != SHMBUS_KIND_MEMFD) || producers > 1 ||
+	    (in.wake != SHMBUS_WAKE_FUTEX && in.wake != SHMBUS_WAKE_SEM)) {
+		rc = fail(SHMBUS_ERR_PROTOCOL, "BUS reply: kind %d, producers %u, wake %d", in.kind, producers, in.wake);
+		goto out;
+	}
+	if (has_fd != (want_fd ? 1u : 0u) || (unsigned)c.nfds != has_fd) {
+		rc = fail(SHMBUS_ERR_PROTOCOL, "BUS reply says fd=%u, %d descriptor(s) came, %s asked for", has_fd, c.nfds,
+		          want_fd ? "one" : "none");
+		goto out;
+	}
+	if (want_fd) {
+		struct stat st;
+		if (fstat(c.fds[0], &st) < 0) {
+			rc = fail(SHMBUS_ERR_SYS, "fstat of the daemon's descriptor: %s", strerror(errno));
+			goto out;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			rc = fail(SHMBUS_ERR_PROTOCOL, "the daemon's descriptor is not a regular file (mode %#o)",
+			          (unsigned)st.st_mode);
+			goto out;
+		}
+		if ((uint64_t)st.st_size != in.size) {
+			rc = fail(SHMBUS_ERR_PROTOCOL, "the daemon's descriptor has %lld bytes; the reply says a segment of %llu",
+			          (long long)st.st_size, (unsigned long long)in.size);
+			goto out;
+		}
+		*fd_out = c.fds[0];
+		c.nfds = 0;
+	}
+	if (info)
+		*info = in;
+	if (conn_out)
+		*conn_out = c.fd;
+	else
+		close(c.fd);
+	c.fd = -1;
+out:
+	free(pl);
+	d_drop_fds(&c);
+	if (c.fd >= 0)
+		close(c.fd);
+	return rc;
+}
+
+int shmbus_daemon_attach(const char *socket_path, const char *name, const shmbus_open_options *opts, shmbus_t **bus,
+                         int *conn_out, shmbus_daemon_info *info)
+{
+	if (!bus || !conn_out)
+		return fail(SHMBUS_ERR_INVALID, "NULL result pointer");
+	*bus = NULL;
+	int fd, conn;
+	int rc = shmbus_daemon_open(socket_path, name, 1, &fd, &conn, info);
+	if (rc)
+		return rc;
+	rc = shmbus_open_fd(fd, opts, bus);
+	close(fd);
+	if (rc) {
+		close(conn);
+		return rc;
+	}
+	*conn_out = conn;
+	return SHMBUS_OK;
+}
+
+int shmbus_daemon_close(int conn)
+{
+	if (conn < 0)
+		return fail(SHMBUS_ERR_INVALID, "connection %d", conn);
+	if (close(conn) < 0 && errno != EINTR)
+		return fail(SHMBUS_ERR_SYS, "close: %s", strerror(errno));
 	return SHMBUS_OK;
 }

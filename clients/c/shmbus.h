@@ -49,6 +49,9 @@ typedef enum shmbus_err {
 	SHMBUS_ERR_CLOSED,      /* reserved (Go's ErrClosed); not returned by this client */
 	SHMBUS_ERR_INVALID,     /* an invalid argument (NULL pointer, bad fd, ...) */
 	SHMBUS_ERR_NO_MEMORY,   /* malloc failed (a message being reassembled was dropped) */
+	SHMBUS_ERR_PROTOCOL,    /* daemon: its reply broke docs/daemon-protocol.md (malformed, unexpected,
+	                         * cut short), or it refused ours (BAD_FRAME, UNKNOWN_TYPE, BAD_VERSION, ...) */
+	SHMBUS_ERR_DAEMON,      /* daemon: a refusal with no closer code (SHUTDOWN, INTERNAL, unknown codes) */
 } shmbus_err;
 
 /* Wake modes (shmbus_wake_mode). */
@@ -136,6 +139,74 @@ int shmbus_try_receive(shmbus_consumer_t *c, void *buf, size_t cap, size_t *len,
  * consumer role and slot, free c. Messages still being reassembled are lost
  * (see README: limitations). */
 int shmbus_consumer_close(shmbus_consumer_t *c);
+
+/* ---- through the daemon (docs/daemon-protocol.md) ----
+ *
+ * A bus's descriptor can come from the shmbus daemon: it is the only way to
+ * reach a memfd bus, and the way to reach a file bus one may not open
+ * directly. The connection that brought the descriptor is the process's
+ * lease on the slots it takes on that bus: keep it open as long as the bus
+ * is used. When it ends (closed, or by the process's death: the kernel
+ * closes it), the daemon watches the process and, once it has exited,
+ * releases what it still held and tells subscribers (CRASH). It is
+ * close-on-exec.
+ *
+ * Every exchange with the daemon (connect, HELLO, OPEN) is bounded by
+ * SHMBUS_DAEMON_TIMEOUT_MS in all (SHMBUS_ERR_TIMEOUT). Nothing the daemon
+ * sends is trusted: lengths are checked before use, descriptors that should
+ * not have come are closed, and a malformed reply is SHMBUS_ERR_PROTOCOL.
+ * A daemon ERROR maps to the code of the same meaning (NOT_FOUND ->
+ * SHMBUS_ERR_NOT_EXIST, PERMISSION -> SHMBUS_ERR_PERMISSION, ...) and
+ * shmbus_last_error() keeps the daemon's message, e.g.
+ * "no such bus: daemon NOT_FOUND: open bus \"x\": ...". Failures of the
+ * socket itself (no daemon listening, ...) are SHMBUS_ERR_SYS. */
+
+#define SHMBUS_DAEMON_TIMEOUT_MS 10000
+
+/* Bus kinds in shmbus_daemon_info. */
+enum { SHMBUS_KIND_FILE = 1, SHMBUS_KIND_MEMFD = 2 };
+
+/* What the daemon's BUS reply says about a bus. */
+typedef struct shmbus_daemon_info {
+	int kind;             /* SHMBUS_KIND_FILE or SHMBUS_KIND_MEMFD (sealed) */
+	int multi_producer;   /* 1 MPSC, 0 SPSC */
+	int wake;             /* SHMBUS_WAKE_FUTEX or SHMBUS_WAKE_SEM */
+	int priorities;
+	unsigned mode;        /* permission bits */
+	uint32_t uid, gid;    /* the bus's owner */
+	uint64_t size;        /* segment size: the descriptor's size, checked */
+	uint64_t max_message;
+	uint32_t max_record;  /* largest message that fits one record */
+} shmbus_daemon_info;
+
+/* The daemon's socket path by the default rule: $SHMBUS_SOCKET, else (when
+ * not root) $XDG_RUNTIME_DIR/shmbus.sock, else /run/shmbus/shmbus.sock.
+ * Written to buf (cap bytes, NUL-terminated); SHMBUS_ERR_INVALID if it does
+ * not fit. */
+int shmbus_daemon_socket_path(char *buf, size_t cap);
+
+/* Ask the daemon at socket_path (NULL or "": the default rule) for the bus
+ * called name: connect, HELLO (version 1), OPEN. With want_fd, the
+ * segment's descriptor (close-on-exec, opened read-write) is stored in
+ * *fd_out, for shmbus_open_fd, and the connection, the lease, in *conn_out;
+ * both are the caller's to close (the descriptor may be closed as soon as
+ * shmbus_open_fd returns; the connection when the bus is no longer used,
+ * with shmbus_daemon_close). Without want_fd only the bus's existence and
+ * read permission are checked: *fd_out (may be NULL) gets -1, and conn_out
+ * may be NULL to close the connection at once. info (may be NULL) gets the
+ * reply's description of the bus. On failure *fd_out and *conn_out are -1
+ * and nothing is left open. */
+int shmbus_daemon_open(const char *socket_path, const char *name, int want_fd, int *fd_out, int *conn_out,
+                       shmbus_daemon_info *info);
+
+/* shmbus_daemon_open with want_fd, then shmbus_open_fd: *bus is attached,
+ * *conn_out is its lease (close it after shmbus_close(*bus), with
+ * shmbus_daemon_close). info may be NULL. */
+int shmbus_daemon_attach(const char *socket_path, const char *name, const shmbus_open_options *opts, shmbus_t **bus,
+                         int *conn_out, shmbus_daemon_info *info);
+
+/* Close a connection made by shmbus_daemon_open (ending its lease). */
+int shmbus_daemon_close(int conn);
 
 /* Test hook: fn is called by every producer of the process at two points of
  * each claim: stage SHMBUS_HOOK_TAIL_MOVED (the lane's tail moved, the claim

@@ -8,9 +8,13 @@
  *   shmbus-c produce BUS --id K --count N [options]  (checksummed test messages, below)
  *   shmbus-c consume BUS --count N [--exact] [--log] [--timeout-ms T]
  *   shmbus-c open-many PATH...                      (attach to each, report; for corrupt-segment tests)
+ *   shmbus-c daemon-open SOCKET NAME [--no-fd]      (ask the daemon for a bus, print its reply)
  *
  * BUS is a bus name (in $SHMBUS_DIR or /dev/shm), a path (anything with a
- * '/'), or fd:N for an inherited file descriptor (a memfd, for example).
+ * '/'), fd:N for an inherited file descriptor (a memfd, for example), or
+ * daemon:SOCKET:NAME (daemon:NAME: the default socket) for the descriptor
+ * of bus NAME from the daemon at SOCKET; the connection, the process's
+ * lease on the bus, stays open until the tool exits.
  *
  * Exit status: 0 success, 1 runtime error, 2 usage error, 3 timeout.
  *
@@ -48,8 +52,30 @@ static int usage(const char *msg)
 	return 2;
 }
 
+/* The daemon connection of a bus attached as daemon:SOCKET:NAME: the
+ * process's lease, held until it exits (closed at the end of main). */
+static int daemon_conn = -1;
+static bool via_daemon;
+static shmbus_daemon_info daemon_info;
+
+static const char *kind_name(int kind) { return kind == SHMBUS_KIND_MEMFD ? "memfd" : "file"; }
+
 static int attach(const char *target, shmbus_t **bus)
 {
+	if (strncmp(target, "daemon:", 7) == 0) {
+		/* daemon:NAME or daemon:SOCKET:NAME (names have no ':'; an
+		 * empty SOCKET is the default rule). */
+		const char *rest = target + 7, *colon = strrchr(rest, ':');
+		char *sock = colon ? strndup(rest, (size_t)(colon - rest)) : NULL;
+		if (colon && !sock) {
+			fprintf(stderr, "%s: out of memory\n", prog);
+			exit(1);
+		}
+		via_daemon = true;
+		int rc = shmbus_daemon_attach(sock, colon ? colon + 1 : rest, NULL, bus, &daemon_conn, &daemon_info);
+		free(sock);
+		return rc;
+	}
 	if (strncmp(target, "fd:", 3) == 0) {
 		char *end;
 		long fd = strtol(target + 3, &end, 10);
@@ -507,6 +533,10 @@ static int cmd_info(int argc, char **argv)
 	       shmbus_priorities(bus), (unsigned long long)shmbus_lane_capacity(bus), shmbus_max_record_payload(bus),
 	       (unsigned long long)shmbus_max_message(bus), shmbus_peer_slots(bus),
 	       shmbus_wake_mode(bus) == SHMBUS_WAKE_SEM ? "sem" : "futex", shmbus_multi_producer(bus), shmbus_fail_fast(bus));
+	if (via_daemon)
+		printf("daemon kind=%s size=%llu mode=%04o uid=%u gid=%u max_record=%u\n", kind_name(daemon_info.kind),
+		       (unsigned long long)daemon_info.size, daemon_info.mode, daemon_info.uid, daemon_info.gid,
+		       daemon_info.max_record);
 	shmbus_close(bus);
 	return 0;
 }
@@ -546,11 +576,31 @@ static int cmd_open_many(int argc, char **argv)
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* daemon-open SOCKET NAME [--no-fd]: shmbus_daemon_open alone, printing
+ * the BUS reply ("" for SOCKET: the default rule). */
+static int cmd_daemon_open(int argc, char **argv)
+{
+	if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--no-fd")))
+		return usage("daemon-open SOCKET NAME [--no-fd]");
+	int want_fd = argc == 2, fd = -1, conn = -1;
+	shmbus_daemon_info in;
+	int rc = shmbus_daemon_open(argv[0], argv[1], want_fd, &fd, &conn, &in);
+	if (rc)
+		return die_rc(rc, "daemon-open");
+	printf("kind=%s priorities=%d multi=%d wake=%s size=%llu max_message=%llu fd=%s\n", kind_name(in.kind),
+	       in.priorities, in.multi_producer, in.wake == SHMBUS_WAKE_SEM ? "sem" : "futex",
+	       (unsigned long long)in.size, (unsigned long long)in.max_message, fd >= 0 ? "yes" : "no");
+	if (fd >= 0)
+		close(fd);
+	shmbus_daemon_close(conn);
+	return 0;
+}
+
+static int run(int argc, char **argv)
 {
 	crc_init();
 	if (argc < 2)
-		return usage("usage: shmbus-c send|recv|info|produce|consume|open-many ...");
+		return usage("usage: shmbus-c send|recv|info|produce|consume|open-many|daemon-open ...");
 	const char *cmd = argv[1];
 	argc -= 2;
 	argv += 2;
@@ -560,5 +610,14 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "produce")) return cmd_produce(argc, argv);
 	if (!strcmp(cmd, "consume")) return cmd_consume(argc, argv);
 	if (!strcmp(cmd, "open-many")) return cmd_open_many(argc, argv);
+	if (!strcmp(cmd, "daemon-open")) return cmd_daemon_open(argc, argv);
 	return usage("unknown command");
+}
+
+int main(int argc, char **argv)
+{
+	int rc = run(argc, argv);
+	if (daemon_conn >= 0)
+		shmbus_daemon_close(daemon_conn);
+	return rc;
 }
