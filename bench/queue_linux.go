@@ -19,7 +19,7 @@ import (
 var posixMQMethod = &method{
 	name:    "posix-mq",
 	desc:    "POSIX message queues, one each way",
-	api:     "mq_open, mq_timedsend, mq_timedreceive (raw syscalls: internal/mq on the measuring side, the same calls in the peer)",
+	api:     "mq_open, mq_timedsend, mq_timedreceive (raw syscalls, internal/mq)",
 	payload: "bytes",
 	props:   Properties{Reliable: true, FlowControl: true, Records: true, Priorities: true},
 	notes: "Queue depth fs.mqueue.msg_max (10 by default), fewer for messages so large that two queues would pass " +
@@ -48,13 +48,13 @@ var posixMQMethod = &method{
 			qs := sliceOf[*mq.Queue](s.shared)
 			return &posixMQParent{s: s, ping: qs[0], pong: qs[1], scratch: make([]byte, s.size)}, nil
 		}
-		r, err := mqOpen(s.names["ping"])
+		r, err := mq.Open(s.names["ping"])
 		if err != nil {
 			return nil, err
 		}
-		w, err := mqOpen(s.names["pong"])
+		w, err := mq.Open(s.names["pong"])
 		if err != nil {
-			unix.Close(r)
+			r.Close()
 			return nil, err
 		}
 		return &posixMQPeer{r: r, w: w}, nil
@@ -164,51 +164,18 @@ func (e *posixMQParent) abort() {
 
 func (e *posixMQParent) close() error { return nil }
 
-// posixMQPeer is the peer's side: the same system calls, on queues opened
-// by name (internal/mq only creates them).
-type posixMQPeer struct{ r, w int }
+// posixMQPeer is the peer's side: the same calls, on the queues the
+// measuring side created, opened by name.
+type posixMQPeer struct{ r, w *mq.Queue }
 
-func mqOpen(name string) (int, error) {
-	p, err := unix.BytePtrFromString(name)
-	if err != nil {
-		return -1, err
-	}
-	fd, _, errno := unix.Syscall(unix.SYS_MQ_OPEN, uintptr(unsafe.Pointer(p)), uintptr(unix.O_RDWR|unix.O_CLOEXEC), 0)
-	if errno != 0 {
-		return -1, fmt.Errorf("mq_open %q: %w", name, errno)
-	}
-	return int(fd), nil
-}
-
-func (e *posixMQPeer) send(msg []byte) error {
-	for {
-		_, _, errno := unix.Syscall6(unix.SYS_MQ_TIMEDSEND, uintptr(e.w), uintptr(unsafe.Pointer(unsafe.SliceData(msg))),
-			uintptr(len(msg)), 0, 0, 0)
-		if errno == unix.EINTR {
-			continue
-		}
-		if errno != 0 {
-			return fmt.Errorf("mq_timedsend: %w", errno)
-		}
-		return nil
-	}
-}
+func (e *posixMQPeer) send(msg []byte) error { return e.w.Send(msg, 0, time.Time{}) }
 
 func (e *posixMQPeer) recv(buf []byte) (int, error) {
-	for {
-		n, _, errno := unix.Syscall6(unix.SYS_MQ_TIMEDRECEIVE, uintptr(e.r), uintptr(unsafe.Pointer(unsafe.SliceData(buf))),
-			uintptr(len(buf)), 0, 0, 0)
-		if errno == unix.EINTR {
-			continue
-		}
-		if errno != 0 {
-			return 0, fmt.Errorf("mq_timedreceive: %w", errno)
-		}
-		return int(n), nil
-	}
+	n, _, err := e.r.Receive(buf, time.Time{})
+	return n, err
 }
 
-func (e *posixMQPeer) close() error { return errors.Join(unix.Close(e.r), unix.Close(e.w)) }
+func (e *posixMQPeer) close() error { return errors.Join(e.r.Close(), e.w.Close()) }
 
 var sysvMsgqMethod = &method{
 	name:    "sysv-msgq",

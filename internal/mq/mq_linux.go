@@ -40,6 +40,24 @@ func Create(name string, a Attr) (*Queue, error) {
 	return &Queue{fd: int(fd), name: name, size: a.MsgSize}, nil
 }
 
+// Open opens the existing queue called name for reading and writing.
+func Open(name string) (*Queue, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return nil, err
+	}
+	fd, _, errno := unix.Syscall(unix.SYS_MQ_OPEN, uintptr(unsafe.Pointer(p)), uintptr(unix.O_RDWR|unix.O_CLOEXEC), 0)
+	if errno != 0 {
+		return nil, fmt.Errorf("mq_open %q: %w", name, errno)
+	}
+	var attr mqAttr
+	if _, _, errno := unix.Syscall(unix.SYS_MQ_GETSETATTR, fd, 0, uintptr(unsafe.Pointer(&attr))); errno != 0 {
+		unix.Close(int(fd))
+		return nil, fmt.Errorf("mq_getsetattr %q: %w", name, errno)
+	}
+	return &Queue{fd: int(fd), name: name, size: int(attr.msgsize)}, nil
+}
+
 // Close closes the descriptor; the queue remains until Unlink.
 func (q *Queue) Close() error { return unix.Close(q.fd) }
 

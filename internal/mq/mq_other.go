@@ -8,6 +8,7 @@ import "time"
 type Queue struct{}
 
 func Create(string, Attr) (*Queue, error)                   { return nil, ErrUnsupported }
+func Open(string) (*Queue, error)                           { return nil, ErrUnsupported }
 func Unlink(string) error                                   { return ErrUnsupported }
 func (*Queue) Close() error                                 { return ErrUnsupported }
 func (*Queue) Unlink() error                                { return ErrUnsupported }
