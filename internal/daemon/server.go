@@ -194,23 +194,30 @@ func (s *Server) poke() {
 // lookup returns the open bus called name, opening it from the directory
 // if the daemon does not have it open yet.
 func (s *Server) lookup(name string) (*entry, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, &Error{CodeShutdown, "the daemon is shutting down"}
-	}
-	if e := s.buses[name]; e != nil {
-		if e.memfd || e.current(s.cfg.Dir) {
-			return e, nil
-		}
-		// Removed (and perhaps made again) behind the daemon's back:
-		// what it has open is not the bus of that name any more.
-		delete(s.buses, name)
-		e.bus.Close()
-	}
 	if err := segment.ValidateName(name); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, &Error{CodeShutdown, "the daemon is shutting down"}
+	}
+	stale := s.buses[name]
+	if stale != nil && (stale.memfd || stale.current(s.cfg.Dir)) {
+		s.mu.Unlock()
+		return stale, nil
+	}
+	if stale != nil {
+		// Removed (and perhaps made again) behind the daemon's back:
+		// what it has open is not the bus of that name any more.
+		delete(s.buses, name)
+	}
+	s.mu.Unlock()
+	if stale != nil {
+		stale.bus.Close()
+	}
+	// Opening may wait for a creator to finish (up to a second): not
+	// under the lock every request takes.
 	b, err := shmbus.Open(name, &shmbus.OpenOptions{Dir: s.cfg.Dir})
 	if err != nil {
 		return nil, err
@@ -222,6 +229,16 @@ func (s *Server) lookup(name string) (*entry, error) {
 		for _, p := range st.Peers {
 			e.seen[peerKey{p.Slot, p.PID, p.Joined.UnixNano()}] = p
 		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		b.Close()
+		return nil, &Error{CodeShutdown, "the daemon is shutting down"}
+	}
+	if other := s.buses[name]; other != nil {
+		b.Close() // another request opened it meanwhile
+		return other, nil
 	}
 	s.buses[name] = e
 	return e, nil
