@@ -47,14 +47,6 @@ func semop(id int, op *sembuf) error {
 	return nil
 }
 
-// wrap adds context and maps "set is gone" errnos to ErrRemoved (errors.Is works for both).
-func wrap(op string, err error) error {
-	if errors.Is(err, unix.EIDRM) || errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("%s: %w: %w", op, ErrRemoved, err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
-}
-
 // Create makes a new private set (IPC_PRIVATE, IPC_CREAT|IPC_EXCL, permission bits from mode)
 // of n semaphores, all 0.
 func Create(n int, mode os.FileMode) (*Set, error) {
@@ -101,14 +93,6 @@ func Attach(id, n int) (*Set, error) {
 		return nil, fmt.Errorf("semctl GETVAL: %w", err)
 	}
 	return &Set{id: id, n: n}, nil
-}
-
-// Remove deletes the set (IPC_RMID). Sleepers in other processes get ErrRemoved.
-func (s *Set) Remove() error {
-	if _, err := semctl(s.id, 0, ipcRmid, 0); err != nil {
-		return wrap("semctl IPC_RMID", err)
-	}
-	return nil
 }
 
 // Wait returns nil at once if word != nil and word.Load() != expected. Otherwise it decrements

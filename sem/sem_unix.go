@@ -2,10 +2,15 @@
 
 package sem
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 // Operations that are the same on every system with System V semaphores;
-// post, setValue, semctl and wrap are each system's own.
+// post, setValue and semctl are each system's own.
 
 // Wake raises semaphore num so that up to n sleepers can pass, without piling the count up:
 // it reads the value (GETVAL) and adds only max(0, min(n, 32767) - value).
@@ -58,4 +63,20 @@ func (s *Set) Waiting(num int) (int, error) {
 		return 0, wrap("semctl GETNCNT", err)
 	}
 	return v, nil
+}
+
+// wrap adds context and maps "set is gone" errnos to ErrRemoved (errors.Is works for both).
+func wrap(op string, err error) error {
+	if errors.Is(err, unix.EIDRM) || errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("%s: %w: %w", op, ErrRemoved, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// Remove deletes the set (IPC_RMID). Sleepers in other processes get ErrRemoved.
+func (s *Set) Remove() error {
+	if _, err := semctl(s.id, 0, ipcRmid, 0); err != nil {
+		return wrap("semctl IPC_RMID", err)
+	}
+	return nil
 }
