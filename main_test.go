@@ -1,19 +1,18 @@
 package shmbus
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shmbus/shmbus/internal/testutil"
 )
 
 // The test binary doubles as the child processes of cross-process tests:
@@ -53,7 +52,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Setenv("SHMBUS_DIR", dir)
-	before := shmFiles()
+	before := testutil.ShmFiles()
 	code := m.Run()
 	if code == 0 {
 		if leaks := leakedSems(); len(leaks) > 0 {
@@ -64,7 +63,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "FAIL: segment files left behind in %s: %d\n", dir, len(left))
 			code = 1
 		}
-		if after := shmFiles(); len(after) > len(before) {
+		if after := testutil.ShmFiles(); len(after) > len(before) {
 			fmt.Fprintf(os.Stderr, "FAIL: /dev/shm gained shmbus files: %v\n", after)
 			code = 1
 		}
@@ -73,36 +72,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func shmFiles() []string {
-	m, _ := filepath.Glob("/dev/shm/shmbus.*")
-	return m
-}
-
 // leakedSems lists the sets this process created that still exist.
 func leakedSems() []int {
-	data, err := os.ReadFile("/proc/sysvipc/sem")
-	if err != nil {
-		return nil
-	}
-	live := map[int]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) > 1 {
-			if id, err := strconv.Atoi(f[1]); err == nil {
-				live[id] = true
-			}
-		}
-	}
 	semMu.Lock()
 	defer semMu.Unlock()
-	var out []int
-	for _, id := range semCreated {
-		if live[id] {
-			out = append(out, id)
-		}
-	}
-	return out
+	return testutil.LiveSems(semCreated)
 }
 
 // child starts the test binary in role with env (KEY=VALUE) added.

@@ -1,22 +1,19 @@
 package cclient
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/internal/testutil"
 )
 
 // The tests run the C tool (shmbus-c, built once by TestMain) as real
@@ -73,7 +70,7 @@ func testMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "note: no sanitizer build (%v); using the -O2 build everywhere\n", err)
 		}
 	}
-	before := shmFiles()
+	before := testutil.ShmFiles()
 	code := m.Run()
 	if code == 0 {
 		if left, _ := os.ReadDir(busDir); len(left) > 0 {
@@ -88,7 +85,7 @@ func testMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "FAIL: semaphore sets left behind: %v\n", leaks)
 			code = 1
 		}
-		if after := shmFiles(); len(after) > len(before) {
+		if after := testutil.ShmFiles(); len(after) > len(before) {
 			fmt.Fprintf(os.Stderr, "FAIL: /dev/shm gained shmbus files: %v\n", after)
 			code = 1
 		}
@@ -103,35 +100,10 @@ func sanitizerWorks(bin string) bool {
 	return err == nil
 }
 
-func shmFiles() []string {
-	m, _ := filepath.Glob("/dev/shm/shmbus.*")
-	return m
-}
-
 func leakedSems() []int {
-	data, err := os.ReadFile("/proc/sysvipc/sem")
-	if err != nil {
-		return nil
-	}
-	live := map[int]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) > 1 {
-			if id, err := strconv.Atoi(f[1]); err == nil {
-				live[id] = true
-			}
-		}
-	}
 	semMu.Lock()
 	defer semMu.Unlock()
-	var out []int
-	for _, id := range semIDs {
-		if live[id] {
-			out = append(out, id)
-		}
-	}
-	return out
+	return testutil.LiveSems(semIDs)
 }
 
 // needC skips t if there is no C compiler.
@@ -169,28 +141,10 @@ func newBus(t testing.TB, o shmbus.Options) (*shmbus.Bus, string) {
 	return bus, name
 }
 
-// syncBuf is a bytes.Buffer that a process writes while the test reads.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // cmdC is a C tool process with its output kept.
 type cmdC struct {
 	*exec.Cmd
-	out, errb syncBuf
+	out, errb testutil.SyncBuffer
 	done      chan struct{}
 	err       error
 }

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/internal/testutil"
 	"github.com/shmbus/shmbus/layout"
 )
 
@@ -164,7 +165,7 @@ type daemon struct {
 	dir    string // its bus directory (--dir)
 	base   string // the temporary directory holding both
 	cmd    *exec.Cmd
-	out    lockedBuffer
+	out    testutil.SyncBuffer
 	exited chan struct{}
 }
 
@@ -1112,22 +1113,4 @@ func TestPermission(t *testing.T) {
 			t.Fatalf("rm theirs: exit %d, stderr %q", r.code, r.stderr)
 		}
 	})
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
