@@ -293,7 +293,12 @@ func testSPSCSleepWake(t *testing.T, mode layout.WakeMode) {
 	s := newTestSeg(t, layout.Config{Lanes: 1, LaneCapacity: 4096, WakeMode: mode}, 0)
 	p, c := s.producer(0, 0), s.consumer(t, 0)
 	const n = 200
+	sent := make(chan struct{})
+	// The producer touches the segment after its last publish (statistics,
+	// the ring): the mapping must outlive it.
+	defer func() { <-sent }()
 	go func() {
+		defer close(sent)
 		for i := 0; i < n; i++ {
 			time.Sleep(200 * time.Microsecond)
 			m := make([]byte, 32)
@@ -375,7 +380,10 @@ func testProducerWaitsForRoom(t *testing.T, mode layout.WakeMode) {
 	if err := p.WaitRoom(RecordSize(500), time.Now().Add(10*time.Millisecond), nil, &Spinner{Min: -1}); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("wait room on full lane: %v", err)
 	}
+	received := make(chan struct{})
+	defer func() { <-received }() // the consumer rings after its release: keep the mapping
 	go func() {
+		defer close(received)
 		time.Sleep(20 * time.Millisecond)
 		c.Receive(make([]byte, 512))
 	}()
