@@ -10,7 +10,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,6 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus/internal/failpoint"
+	"github.com/shmbus/shmbus/layout"
+	"github.com/shmbus/shmbus/ring"
 )
 
 // The chaos test: producers and the consumer are killed with SIGKILL at
@@ -303,6 +307,7 @@ func chaos(t *testing.T, wake WakeMode, dur time.Duration) {
 		dups += n - 1
 	}
 	if lost > 0 {
+		chaosDump(t, b)
 		t.Fatalf("%d committed messages lost", lost)
 	}
 	if dups > consumerKills {
@@ -317,6 +322,32 @@ func chaos(t *testing.T, wake WakeMode, dur time.Duration) {
 		dur, kills, consumerKills, len(committed), len(delivered), dups, recovered)
 	if len(committed) < 1000 {
 		t.Fatalf("only %d messages committed: the bus made too little progress", len(committed))
+	}
+}
+
+// chaosDump logs what a failed chaos run left on the bus: each lane's
+// positions and next record, every occupied peer slot with its claim
+// records, and what Check says — enough to tell a lost message from a lane
+// stuck behind a claim nobody recovered.
+func chaosDump(t *testing.T, b *Bus) {
+	t.Logf("check: %v", Check(filepath.Dir(b.Path()), b.Name()))
+	st, err := b.Stats()
+	if err != nil {
+		t.Logf("stats: %v", err)
+		return
+	}
+	for i, l := range st.Lanes {
+		t.Logf("lane %d: head %d tail %d (used %d) in %d out %d recovered %d; length word at head %#x",
+			i, l.Head, l.Tail, l.Used(), l.MsgsIn, l.MsgsOut, l.Recovered,
+			layout.Word32(b.seg, b.g.Lanes[i].DataOff+l.Head&(l.Capacity-1)).Load())
+	}
+	for _, p := range st.Peers {
+		var claims []string
+		for i := range b.lanes {
+			c := ring.ClaimAt(b.seg, &b.g, p.Slot, i)
+			claims = append(claims, fmt.Sprintf("lane %d {pos %d end %d ok %d}", i, c.Pos.Load(), c.End.Load(), c.OK.Load()))
+		}
+		t.Logf("peer %+v: %s", p, strings.Join(claims, ", "))
 	}
 }
 
