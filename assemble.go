@@ -238,16 +238,23 @@ func (a *assembler) remove(x *asm) {
 
 // collect removes the files of lane whose producer is gone (its slot is
 // free, dead, or owned by another process now), unfinished messages
-// included. Call it only when the lane has nothing published at the read
-// position: a dead producer's last fragments may still be in the ring,
-// waiting to be absorbed.
-func (a *assembler) collect(lane int) {
+// included. A producer's last fragments may still be in the ring when it
+// dies or leaves — anywhere past the read cursor, behind another
+// producer's claim — so collect runs only while drained says nothing at all
+// lies past the cursor, and asks again after seeing the producer gone:
+// its death (or its release of the slot) came after its last publish, so
+// a fragment it published is visible to that second look, which then
+// leaves the file for the fragments to finish.
+func (a *assembler) collect(lane int, drained func() bool) {
 	for _, m := range []map[[2]int]*asm{a.parts, a.spare} {
 		for k, x := range m {
 			if k[0] != lane {
 				continue
 			}
 			if owner := a.b.peers.owner(x.slot).Load(); owner != x.tag() || a.b.peers.State(x.slot) == ring.PeerDead {
+				if !drained() {
+					return
+				}
 				a.remove(x)
 			}
 		}

@@ -352,8 +352,8 @@ func (c *Consumer) recover() {
 		if l.InFlight() {
 			l.Recover(c.b.peers)
 		}
-		if len(c.asm.parts)+len(c.asm.spare) > 0 && !l.Ready() {
-			c.asm.collect(i)
+		if len(c.asm.parts)+len(c.asm.spare) > 0 && l.Drained() {
+			c.asm.collect(i, l.Drained)
 		}
 	}
 }

@@ -77,6 +77,10 @@ func (c *Consumer) Ready() bool {
 	return c.l.lengthWord(c.pos&c.l.mask).Load() != 0
 }
 
+// Drained reports whether nothing at all lies past the read cursor: no
+// record published or claimed (the tail is at the cursor).
+func (c *Consumer) Drained() bool { return c.l.tail.Load() == c.pos }
+
 // InFlight reports whether space at the read cursor is claimed but not
 // published: a producer is writing it, or died doing so.
 func (c *Consumer) InFlight() bool {
