@@ -3,8 +3,11 @@ package shmbus
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkBus measures the Bus API in one process: a producer goroutine
@@ -72,4 +75,57 @@ func benchBus(b *testing.B, prios, size int, batch bool) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkOpen opens and closes a bus of 1 MiB and one of 1 GiB and reads
+// its statistics, as `shmbus stat` and `ls` do. Opening maps the segment
+// without touching its lanes, so both should cost the same; faults/op counts
+// the pages an open touched (minor page faults), which must not grow with
+// the bus.
+func BenchmarkOpen(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		lane int
+	}{{"1MiB", 1 << 20}, {"1GiB", 1 << 30}} {
+		b.Run(size.name, func(b *testing.B) {
+			dir := b.TempDir()
+			if _, err := os.Stat("/dev/shm"); err == nil {
+				dir = "/dev/shm"
+			}
+			name := fmt.Sprintf("bench-open-%d", time.Now().UnixNano())
+			bus, err := Create(name, &Options{Dir: dir, LaneCapacity: size.lane, Producers: SingleProducer})
+			if err != nil {
+				b.Skipf("create a %s bus: %v", size.name, err)
+			}
+			defer func() { _ = Remove(dir, name) }()
+			if err := bus.Close(); err != nil {
+				b.Fatal(err)
+			}
+			before := minorFaults(b)
+			b.ResetTimer()
+			for range b.N {
+				o, err := Open(name, &OpenOptions{Dir: dir})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := o.Stats(); err != nil {
+					b.Fatal(err)
+				}
+				if err := o.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(minorFaults(b)-before)/float64(b.N), "faults/op")
+		})
+	}
+}
+
+// minorFaults is the process's count of minor page faults so far.
+func minorFaults(b *testing.B) int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Skipf("getrusage: %v", err)
+	}
+	return ru.Minflt
 }
