@@ -73,6 +73,63 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCheckEveryFault damages two lanes and the role word at once: Check
+// names all three faults, not only the first, and Bus.Check agrees.
+func TestCheckEveryFault(t *testing.T) {
+	bus := newBus(t, &Options{Priorities: 2, LaneCapacity: 4096})
+	f, err := os.OpenFile(bus.Path(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	writeU64(f, int64(bus.g.Lanes[0].CtrlOff+layout.CtrlTail), ^uint64(7))
+	writeU32(f, int64(bus.g.Lanes[1].DataOff+128), 16)
+	writeU32(f, layout.OffConsumer, 5000)
+	for _, check := range []struct {
+		name string
+		run  func() error
+	}{{"Check", func() error { return Check("", bus.Name()) }}, {"Bus.Check", bus.Check}} {
+		err := check.run()
+		var ce *CheckError
+		if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s = %v, want a *CheckError wrapping ErrCorrupt", check.name, err)
+		}
+		want := []string{"consumer role word 5000", "lane 0: segment corrupt: tail", "lane 1: segment corrupt: non-zero record header at position 128"}
+		if len(ce.Faults) != len(want) {
+			t.Fatalf("%s found %d faults, want %d: %v", check.name, len(ce.Faults), len(want), err)
+		}
+		for i, w := range want {
+			if !strings.Contains(ce.Faults[i].Error(), w) || !errors.Is(ce.Faults[i], ErrCorrupt) {
+				t.Errorf("%s fault %d = %v, want ErrCorrupt naming %q", check.name, i, ce.Faults[i], w)
+			}
+		}
+	}
+}
+
+// TestCheckMemfd checks a memfd bus, which has no name to open, through
+// its handle.
+func TestCheckMemfd(t *testing.T) {
+	bus, err := Create("check-memfd", &Options{Memfd: true, LaneCapacity: 4096})
+	if errors.Is(err, ErrUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	p, _ := bus.NewProducer()
+	if err := p.TrySend([]byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Check(); err != nil {
+		t.Fatalf("consistent memfd bus: %v", err)
+	}
+	layout.Word32(bus.seg, bus.g.Lanes[0].DataOff+4096-8).Store(16) // a header in free space
+	if err := bus.Check(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged memfd bus: %v", err)
+	}
+}
+
 func readU64(f *os.File, off int64) uint64 {
 	var b [8]byte
 	f.ReadAt(b[:], off)
