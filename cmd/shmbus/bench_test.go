@@ -19,7 +19,9 @@ import (
 
 // fakeReport is a report as Run makes one, with figures made up.
 func fakeReport() *bench.Report {
-	return syntheticReport([]string{"pipe", "signal", "shmbus-spin", "posix-mq"}, []int{64, 64 << 10})
+	r := syntheticReport([]string{"pipe", "signal", "shmbus-spin", "posix-mq"}, []int{64, 64 << 10})
+	r.Methods[2].Latency[0].P50 = 150 // below 1µs: the axis must label 100ns
+	return r
 }
 
 // syntheticReport is a report of the named methods at sizes, with
@@ -276,8 +278,21 @@ func TestBenchPlot(t *testing.T) {
 	if root != "svg" {
 		t.Errorf("%s: root element %q, want svg", svg, root)
 	}
-	if !strings.Contains(string(b), "shmbus-spin") {
-		t.Errorf("%s does not name the methods", svg)
+	for _, want := range []string{"shmbus-spin batched", "shmbus-spin 1/call", "pipe", "1µs", "100ns", "AMD EPYC", "2026-12-02"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s has no %q (legend, tick labels, caption)", svg, want)
+		}
+	}
+	if strings.Contains(string(b), ">100000<") {
+		t.Errorf("%s labels nanoseconds raw", svg)
+	}
+	// One size still has its tick.
+	one := syntheticReport([]string{"pipe", "shmbus-spin"}, []int{64})
+	if err := writeBenchPlot(svg, one); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(svg); !strings.Contains(string(b), ">64B<") {
+		t.Errorf("a one-size plot has no size tick")
 	}
 	if err := writeBenchPlot(filepath.Join(dir, "b.gif"), r); err == nil {
 		t.Error("a .gif plot did not fail")
