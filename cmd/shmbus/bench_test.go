@@ -231,7 +231,7 @@ func TestFigureFormats(t *testing.T) {
 		{byteRate(16.2e9), "16GB/s"}, {byteRate(9.71e9), "9.7GB/s"}, {byteRate(22e6), "22MB/s"},
 		{humanDuration(0), "0s"}, {humanDuration(850 * time.Millisecond), "850ms"},
 		{humanDuration(12345 * time.Millisecond), "12.3s"}, {humanDuration(72 * time.Second), "1m12s"},
-		{humanDuration(391 * time.Microsecond), "391µs"},
+		{humanDuration(391 * time.Microsecond), "391µs"}, {humanDuration(1480 * time.Microsecond), "1.5ms"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

@@ -38,8 +38,7 @@ func writeBenchText(out io.Writer, r *bench.Report, o textOptions) {
 	w := max(o.width, minWidth)
 	p := &printer{out: out, width: w}
 	h := r.Host
-	p.para(fmt.Sprintf("shmbus bench: %s, %d CPUs, Linux %s, %s, %s", orDash(h.CPUModel), h.CPUs, orDash(h.Kernel),
-		h.GoVersion, r.Started.Format("2006-01-02 15:04 MST")))
+	p.para(fmt.Sprintf("shmbus bench: %s, %d CPUs, Linux %s, %s", orDash(h.CPUModel), h.CPUs, orDash(h.Kernel), h.GoVersion))
 	pin := "not pinned"
 	if c := r.Settings.CPUs; len(c) == 2 {
 		pin = fmt.Sprintf("measuring process on CPU %d, peers on CPU %d", c[0], c[1])
@@ -48,8 +47,8 @@ func writeBenchText(out io.Writer, r *bench.Report, o textOptions) {
 	if n := r.Settings.Load; n > 0 {
 		load = fmt.Sprintf("; %d busy %s running (--load)", n, plural(n, "process", "processes"))
 	}
-	p.para(fmt.Sprintf("%v per figure after %v of warm-up; %s%s; the run took %s.",
-		r.Settings.Duration.Duration(), r.Settings.Warmup.Duration(), pin, load, humanDuration(r.Elapsed.Duration())))
+	p.para(fmt.Sprintf("%s: %v per figure after %v of warm-up; %s%s; the run took %s.",
+		r.Started.Format("2006-01-02 15:04 MST"), r.Settings.Duration.Duration(), r.Settings.Warmup.Duration(), pin, load, humanDuration(r.Elapsed.Duration())))
 
 	sizes := r.Settings.Sizes
 	if len(r.Methods) > 0 && len(sizes) > 0 {
@@ -442,16 +441,14 @@ func joinAnd(s []string) string {
 	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
-// humanDuration writes a duration for people: 850ms, 12.3s, 1m12s (and
-// µs or ns below a millisecond).
+// humanDuration writes a duration for people: 391µs, 1.5ms, 850ms,
+// 12.3s, 1m12s.
 func humanDuration(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "0s"
-	case d < time.Millisecond:
-		return nanos(bench.Nanos(d))
 	case d < time.Second:
-		return d.Round(time.Millisecond).String()
+		return nanos(bench.Nanos(d))
 	case d < time.Minute:
 		return d.Round(100 * time.Millisecond).String()
 	}
