@@ -103,8 +103,8 @@ func writeBenchText(out io.Writer, r *bench.Report, o textOptions) {
 
 func writeTable1(p *printer, r *bench.Report, ref int) {
 	p.blank()
-	p.para(fmt.Sprintf("Table 1. Methods: their properties on Linux, and the round trip and one-way rate at %s.",
-		bench.SizeString(ref)))
+	p.para(fmt.Sprintf("Table 1. Methods: their properties on Linux, and the round trip and one-way rate at %s "+
+		"(batched where Table 2 has a 1/call row).", bench.SizeString(ref)))
 	p.blank()
 	t := &table{
 		header: []string{"METHOD", "CONNECTIONLESS", "RELIABLE", "FLOW CTL", "RECORDS", "PRIORITIES",
