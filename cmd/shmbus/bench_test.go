@@ -232,6 +232,7 @@ func TestFigureFormats(t *testing.T) {
 		{humanDuration(0), "0s"}, {humanDuration(850 * time.Millisecond), "850ms"},
 		{humanDuration(12345 * time.Millisecond), "12.3s"}, {humanDuration(72 * time.Second), "1m12s"},
 		{humanDuration(391 * time.Microsecond), "391µs"}, {humanDuration(1480 * time.Microsecond), "1.5ms"},
+		{humanDuration(999600 * time.Microsecond), "1s"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

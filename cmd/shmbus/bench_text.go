@@ -447,7 +447,7 @@ func humanDuration(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "0s"
-	case d < time.Second:
+	case d < time.Second-500*time.Microsecond: // what rounds to a second is written as one: 1s, not 1.0s
 		return nanos(bench.Nanos(d))
 	case d < time.Minute:
 		return d.Round(100 * time.Millisecond).String()
