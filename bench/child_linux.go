@@ -34,6 +34,9 @@ func ChildMain() (handled bool, err error) {
 }
 
 func runChild(cfg childConfig) error {
+	if cfg.Role == "load" {
+		return busyLoop()
+	}
 	m := findMethod(cfg.Method)
 	if m == nil {
 		return fmt.Errorf("%w %q", ErrUnknownMethod, cfg.Method)

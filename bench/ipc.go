@@ -27,6 +27,8 @@ const (
 	DefaultIdle     = time.Second
 	MinSize         = 8        // every message carries an 8-byte sequence word
 	MaxSize         = 16 << 20 // the largest message size a run accepts
+	MaxLoad         = 64       // the most busy processes Options.Load may ask for
+	MemcpyName      = "memcpy" // the name of the memcpy reference in Options.Methods
 )
 
 // Errors of Run.
@@ -45,6 +47,10 @@ type Options struct {
 	Idle     time.Duration // window of the idle-cost figures; default DefaultIdle; negative: skip them
 	CPUs     []int         // nil, or [A, B]: pin this process to CPU A and the peer processes to CPU B
 	Dir      string        // where the temporary buses live; default $SHMBUS_DIR or /dev/shm
+	// Load is the number of busy processes (endless loops at the normal
+	// priority, not pinned) kept running for the whole run, to measure the
+	// methods on a machine that has other work to do.
+	Load int
 	// Verify compares every byte of every message received in throughput
 	// runs too (round trips are always compared whole). It slows the
 	// receiver; tests set it.
@@ -57,13 +63,16 @@ type Options struct {
 type Step struct {
 	Index, Total int    // 1-based
 	Method       string //
-	What         string // "latency", "throughput", "unbatched", "idle"
+	What         string // "latency", "throughput", "unbatched", "idle", "memcpy"
 	Size         int    // message size in bytes
 }
 
 func (s Step) String() string {
-	if s.What == "idle" {
+	switch s.What {
+	case "idle":
 		return fmt.Sprintf("[%d/%d] idle cost", s.Index, s.Total)
+	case "memcpy":
+		return fmt.Sprintf("[%d/%d] memcpy reference", s.Index, s.Total)
 	}
 	return fmt.Sprintf("[%d/%d] %s %s %s", s.Index, s.Total, s.Method, SizeString(s.Size), s.What)
 }
@@ -78,7 +87,10 @@ type Report struct {
 	Settings Settings       `json:"settings"`
 	Methods  []MethodReport `json:"methods"`
 	Idle     []IdleCost     `json:"idle"`
-	Ratios   []Ratio        `json:"ratios"`
+	Memcpy   *Memcpy        `json:"memcpy,omitempty"` // the memcpy reference, when measured
+	// Ratios are the project's performance targets checked against this
+	// run's figures (docs/benchmarks.md, "Targets").
+	Ratios []Ratio `json:"ratios"`
 }
 
 // Nanos is a duration in nanoseconds (a plain integer in JSON).
@@ -105,6 +117,7 @@ type Settings struct {
 	Idle     Nanos `json:"idle_ns"`
 	CPUs     []int `json:"cpus"` // null when not pinned
 	Verify   bool  `json:"verify"`
+	Load     int   `json:"load"` // busy processes running during the run
 }
 
 // Properties are the qualitative columns of the textbook table, as they
@@ -183,6 +196,19 @@ type IdleCost struct {
 	Error    string  `json:"error,omitempty"`
 }
 
+// Memcpy is the memcpy reference: one core copying buffers larger than
+// the last-level cache, as fast as the Go runtime's copy does it. It bounds
+// what any method that copies a large message once can reach.
+type Memcpy struct {
+	Buffer      int     `json:"buffer"` // bytes of each of the two buffers (source, destination)
+	Chunk       int     `json:"chunk"`  // bytes per copy call
+	Cache       int     `json:"cache"`  // the last-level cache's size in bytes, as the system reports it (0: unknown)
+	Bytes       int64   `json:"bytes"`  // bytes copied in the measured window
+	Elapsed     Nanos   `json:"elapsed_ns"`
+	BytesPerSec float64 `json:"bytes_per_s"`
+	Error       string  `json:"error,omitempty"`
+}
+
 // Ratio compares two figures of the same run against a target.
 type Ratio struct {
 	Name   string  `json:"name"`
@@ -249,6 +275,9 @@ func (r *Report) Failed() error {
 		if c.Error != "" {
 			errs = append(errs, fmt.Errorf("%s idle cost: %s", c.Method, c.Error))
 		}
+	}
+	if r.Memcpy != nil && r.Memcpy.Error != "" {
+		errs = append(errs, fmt.Errorf("memcpy reference: %s", r.Memcpy.Error))
 	}
 	return errors.Join(errs...)
 }

@@ -43,14 +43,19 @@ var errEnd = errors.New("end of traffic")     // a peer's receive saw the end me
 var errAborted = errors.New("peer gone")      // a blocked call was woken because the peer died or the run ended
 var errStopped = errors.New("stopped by run") // the run's context ended
 
-// MethodNames lists the methods Run knows, in the order of the report.
+// MethodNames lists the names Options.Methods accepts: the methods in the
+// order of the report, then the memcpy reference (MemcpyName).
 func MethodNames() []string {
-	names := make([]string, len(methods))
-	for i, m := range methods {
-		names[i] = m.name
+	names := make([]string, 0, len(methods)+1)
+	for _, m := range methods {
+		names = append(names, m.name)
 	}
-	return names
+	return append(names, MemcpyName)
 }
+
+// idleMethods are the methods whose blocked receivers the idle figures
+// compare, when the run includes them.
+var idleMethods = []string{"shmbus-futex", "shmbus-sem", "pipe"}
 
 func findMethod(name string) *method {
 	for _, m := range methods {
@@ -72,7 +77,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	var ms []*method
 	for _, name := range opts.Methods {
-		ms = append(ms, findMethod(name))
+		if m := findMethod(name); m != nil {
+			ms = append(ms, m)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -84,7 +91,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Started: time.Now(),
 		Host:    hostInfo(),
 		Settings: Settings{Sizes: opts.Sizes, Duration: Nanos(opts.Duration), Warmup: Nanos(opts.Warmup),
-			Idle: Nanos(max(opts.Idle, 0)), CPUs: opts.CPUs, Verify: opts.Verify},
+			Idle: Nanos(max(opts.Idle, 0)), CPUs: opts.CPUs, Verify: opts.Verify, Load: opts.Load},
 	}
 	if opts.CPUs != nil {
 		runtime.LockOSThread() // pinning changes threads; keep this one
@@ -94,6 +101,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return nil, fmt.Errorf("bench: pin to CPU %d: %w", opts.CPUs[0], err)
 		}
 		defer restore()
+	}
+	if opts.Load > 0 {
+		stop, err := r.startLoad(opts.Load)
+		if err != nil {
+			return nil, fmt.Errorf("bench: --load: %w", err)
+		}
+		defer stop()
 	}
 	r.total = r.plan(ms)
 	for _, m := range ms {
@@ -113,9 +127,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			break
 		}
 	}
-	if opts.Idle > 0 && ctx.Err() == nil {
+	if slices.Contains(opts.Methods, MemcpyName) && ctx.Err() == nil {
+		r.progress(Step{What: "memcpy"})
+		rep.Memcpy = r.memcpy(ctx)
+	}
+	if names := r.idleNames(); len(names) > 0 && ctx.Err() == nil {
 		r.progress(Step{What: "idle"})
-		rep.Idle = r.idle(ctx)
+		rep.Idle = r.idle(ctx, names)
 	}
 	rep.Ratios = rep.ratios()
 	rep.Elapsed = Nanos(time.Since(rep.Started))
@@ -130,7 +148,7 @@ func (o *Options) normalize() error {
 		o.Methods = MethodNames()
 	}
 	for _, name := range o.Methods {
-		if findMethod(name) == nil {
+		if findMethod(name) == nil && name != MemcpyName {
 			return fmt.Errorf("bench: %w %q (known: %s)", ErrUnknownMethod, name, strings.Join(MethodNames(), ", "))
 		}
 	}
@@ -163,6 +181,9 @@ func (o *Options) normalize() error {
 	}
 	if o.Idle == 0 {
 		o.Idle = DefaultIdle
+	}
+	if o.Load < 0 || o.Load > MaxLoad {
+		return fmt.Errorf("bench: %w: load %d out of range 0..%d", ErrBadOptions, o.Load, MaxLoad)
 	}
 	if o.CPUs != nil {
 		if len(o.CPUs) != 2 {
@@ -209,10 +230,28 @@ func (r *runner) plan(ms []*method) int {
 		}
 		n += k
 	}
-	if r.opts.Idle > 0 {
+	if slices.Contains(r.opts.Methods, MemcpyName) {
+		n++
+	}
+	if len(r.idleNames()) > 0 {
 		n++
 	}
 	return n
+}
+
+// idleNames are the idle-cost methods this run measures: those of
+// idleMethods that it was asked for, none if the idle figures are off.
+func (r *runner) idleNames() []string {
+	if r.opts.Idle <= 0 {
+		return nil
+	}
+	var out []string
+	for _, name := range idleMethods {
+		if slices.Contains(r.opts.Methods, name) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func (r *runner) progress(s Step) {
@@ -737,9 +776,8 @@ func receiveAll(ep endpoint, s *session, out *Rate) error {
 
 // idle measures the CPU a blocked receiver uses: each method's peer
 // blocks in a receive for the idle window, measuring its own CPU time,
-// until this side sends it one message. The three run at once.
-func (r *runner) idle(ctx context.Context) []IdleCost {
-	names := []string{"shmbus-futex", "shmbus-sem", "pipe"}
+// until this side sends it one message. They run at once.
+func (r *runner) idle(ctx context.Context, names []string) []IdleCost {
 	out := make([]IdleCost, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {

@@ -41,8 +41,11 @@ func TestEveryMethod(t *testing.T) {
 	if err := rep.Failed(); err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Methods) != len(MethodNames()) {
-		t.Fatalf("%d methods in the report, want %d", len(rep.Methods), len(MethodNames()))
+	if len(rep.Methods) != len(methods) {
+		t.Fatalf("%d methods in the report, want %d", len(rep.Methods), len(methods))
+	}
+	if rep.Memcpy == nil || rep.Memcpy.BytesPerSec <= 0 {
+		t.Errorf("memcpy reference: %+v", rep.Memcpy)
 	}
 	for _, m := range rep.Methods {
 		if len(m.Latency) == 0 {
@@ -117,6 +120,93 @@ func TestEveryMethod(t *testing.T) {
 		if _, ok := r0[k]; !ok {
 			t.Errorf("JSON throughput has no %q", k)
 		}
+	}
+}
+
+// The idle figures are those of the methods asked for, and none when
+// none of the idle methods is.
+func TestIdleHonoursMethods(t *testing.T) {
+	for _, tc := range []struct {
+		methods []string
+		want    []string
+	}{
+		{[]string{"pipe", "go-chan"}, []string{"pipe"}},
+		{[]string{"shmbus-sem", "shmbus-spin"}, []string{"shmbus-sem"}},
+		{[]string{"go-chan"}, nil},
+	} {
+		t.Run(strings.Join(tc.methods, ","), func(t *testing.T) {
+			opts := brief(tc.methods...)
+			opts.Idle = 50 * time.Millisecond
+			var idleSteps int
+			var last Step
+			opts.Progress = func(s Step) {
+				last = s
+				if s.What == "idle" {
+					idleSteps++
+				}
+			}
+			rep, err := Run(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rep.Failed(); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range rep.Idle {
+				got = append(got, c.Method)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("idle figures of %v, want %v", got, tc.want)
+			}
+			if want := min(len(tc.want), 1); idleSteps != want {
+				t.Errorf("%d idle steps, want %d", idleSteps, want)
+			}
+			if last.Index != last.Total {
+				t.Errorf("last step %+v: the plan counted steps that did not run", last)
+			}
+		})
+	}
+}
+
+// The memcpy reference runs alone when it is the only name asked for.
+func TestMemcpyReference(t *testing.T) {
+	rep, err := Run(context.Background(), brief(MemcpyName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := rep.Memcpy
+	if m == nil || m.Error != "" || m.Bytes <= 0 || m.Elapsed <= 0 || m.BytesPerSec <= 0 || m.Buffer < 2*m.Cache || m.Chunk <= 0 {
+		t.Fatalf("memcpy reference %+v", m)
+	}
+	if len(rep.Methods) != 0 {
+		t.Errorf("methods measured: %+v", rep.Methods)
+	}
+}
+
+// --load keeps busy processes running during the run and none after it.
+func TestLoad(t *testing.T) {
+	opts := brief("pipe")
+	opts.Load = 2
+	busy := -1
+	opts.Progress = func(s Step) {
+		if busy < 0 {
+			busy = len(childPIDs(t)) // before the first measurement starts its peers
+		}
+	}
+	rep, err := Run(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Failed(); err != nil {
+		t.Fatal(err)
+	}
+	if busy != 2 || rep.Settings.Load != 2 {
+		t.Errorf("%d busy processes during the run, settings say %d; want 2", busy, rep.Settings.Load)
+	}
+	checkNoPeers(t)
+	if _, err := Run(context.Background(), Options{Load: -1}); !errors.Is(err, ErrBadOptions) {
+		t.Errorf("load -1: %v", err)
 	}
 }
 

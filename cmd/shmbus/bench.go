@@ -32,15 +32,19 @@ blocked receiver uses while nothing arrives.
 Table 1 shows the qualitative columns and the figures at 64 B (or the
 smallest size measured; † marks a method that carries no payload, or only an
 8-byte counter, measured at that size); table 2 one-way throughput by size;
-table 3 the round-trip median by size. docs/benchmarks.md explains the
-method, the columns and the JSON schema (--json).
+table 3 the round-trip median by size. A memcpy reference (one core copying
+memory larger than the last-level cache) and the idle cost follow. The
+tables fit the terminal's width (80 columns when stdout is not a terminal,
+or --width). docs/benchmarks.md explains every figure and the JSON schema
+(--json).
 
 SIZES are numbers of bytes with an optional k, m, KiB or MiB suffix
-(powers of 1024): 8,64,1k,64k,1m.
+(powers of 1024): 8,64,1k,64k,1m. METHODS are the rows' names and memcpy.
 
 A full run takes about a minute; --quick (sizes 64 and 64k, 100ms per
 figure) well under one. The machine should be otherwise idle: other load
-shows up in the figures.`
+shows up in the figures. --load N starts N busy processes for the run, to
+see the methods on a busy machine instead.`
 
 func (a *app) benchCmd() *cobra.Command {
 	var (
@@ -51,6 +55,8 @@ func (a *app) benchCmd() *cobra.Command {
 		asJSON  bool
 		plot    string
 		methods []string
+		width   int
+		targets bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -97,20 +103,31 @@ func (a *app) benchCmd() *cobra.Command {
 				}
 				opts.CPUs = c
 			}
+			if f.Changed("width") && width < minWidth {
+				return usagef("bench: --width %d: at least %d columns", width, minWidth)
+			}
+			if f.Changed("load") && (opts.Load < 0 || opts.Load > bench.MaxLoad) {
+				return usagef("bench: --load %d: from 0 to %d busy processes", opts.Load, bench.MaxLoad)
+			}
 			if plot != "" {
-				switch strings.ToLower(filepath.Ext(plot)) {
-				case ".svg", ".png":
-				default:
+				if !plotFormat(plot) {
 					return usagef("bench: --plot %q: the file name must end in .svg or .png", plot)
 				}
+				if err := checkWritableDir(plot); err != nil {
+					return fmt.Errorf("bench: --plot: %w", err)
+				}
+			}
+			if !f.Changed("width") {
+				width = terminalWidth(a.stdout)
 			}
 			opts.Dir = a.dir
-			if isTerminal(a.stderr) {
-				st := &statusLine{w: a.stderr}
+			var st *statusLine
+			if stderrIsTerminal(a.stderr) {
+				st = &statusLine{w: a.stderr, cols: terminalWidth(a.stderr)}
 				opts.Progress = st.show
-				defer st.clear()
 			}
 			rep, err := bench.Run(cmd.Context(), opts)
+			st.clear() // before anything else is written
 			if errors.Is(err, bench.ErrBadOptions) || errors.Is(err, bench.ErrUnknownMethod) {
 				return usagef("%v", err)
 			}
@@ -120,11 +137,12 @@ func (a *app) benchCmd() *cobra.Command {
 			if asJSON {
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
+				enc.SetEscapeHTML(false) // targets read ">= 10", not "\u003e= 10"
 				if werr := enc.Encode(rep); werr != nil {
 					return werr
 				}
 			} else {
-				writeBenchText(a.stdout, rep)
+				writeBenchText(a.stdout, rep, textOptions{width: width, targets: targets})
 			}
 			if err != nil {
 				return err
@@ -151,6 +169,9 @@ func (a *app) benchCmd() *cobra.Command {
 	f.BoolVar(&opts.Verify, "verify", false, "compare every byte of every message in throughput runs too (slower)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON (schema "+bench.Schema+")")
 	f.StringVar(&plot, "plot", "", "draw latency percentiles and throughput into `FILE` (.svg or .png)")
+	f.IntVar(&width, "width", 0, "lay the text report out in `COLUMNS` (default: the terminal's width, or 80)")
+	f.BoolVar(&targets, "targets", false, "end the text report with the project's performance targets checked against this run")
+	f.IntVar(&opts.Load, "load", 0, "keep `N` busy processes (normal priority, not pinned) running during the run")
 	return cmd
 }
 
@@ -213,12 +234,58 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// stderrIsTerminal decides whether bench shows its progress line; tests
+// replace it.
+var stderrIsTerminal = isTerminal
+
+// terminalWidth is the width of the terminal w writes to, or defaultWidth
+// when w is not a terminal.
+func terminalWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			return cols
+		}
+	}
+	return defaultWidth
+}
+
+func plotFormat(file string) bool {
+	switch strings.ToLower(filepath.Ext(file)) {
+	case ".svg", ".png":
+		return true
+	}
+	return false
+}
+
+// checkWritableDir checks, before a run, that a file can be made where
+// file goes: its directory exists and takes a new file.
+func checkWritableDir(file string) error {
+	dir := filepath.Dir(file)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: %s is not a directory", file, dir)
+	}
+	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s is a directory", file)
+	}
+	probe, err := os.CreateTemp(dir, ".shmbus-bench-*")
+	if err != nil {
+		return fmt.Errorf("%s: cannot write in %s: %w", file, dir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
 // statusLine is the progress indicator: one line on a terminal, rewritten
 // in place. A run is a known list of steps of about equal length, so a
 // counter and the step's name say all a bar would.
 type statusLine struct {
 	w     io.Writer
-	width int
+	cols  int // the terminal's width: a longer line would wrap and could not be rewritten
+	width int // of the line shown
 	start time.Time
 }
 
@@ -226,14 +293,19 @@ func (s *statusLine) show(st bench.Step) {
 	if s.start.IsZero() {
 		s.start = time.Now()
 	}
-	line := fmt.Sprintf("bench: %v (%v)", st, time.Since(s.start).Round(time.Second))
+	line := []rune(fmt.Sprintf("bench: %v (%v)", st, time.Since(s.start).Round(time.Second)))
+	if s.cols > 1 && len(line) > s.cols-1 {
+		line = line[:s.cols-1]
+	}
 	pad := max(s.width-len(line), 0)
 	s.width = len(line)
-	fmt.Fprintf(s.w, "\r%s%s", line, strings.Repeat(" ", pad))
+	fmt.Fprintf(s.w, "\r%s%s", string(line), strings.Repeat(" ", pad))
 }
 
+// clear blanks the line shown, if any, and leaves the cursor at its start.
 func (s *statusLine) clear() {
-	if s.width > 0 {
+	if s != nil && s.width > 0 {
 		fmt.Fprintf(s.w, "\r%s\r", strings.Repeat(" ", s.width))
+		s.width = 0
 	}
 }

@@ -3,75 +3,182 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shmbus/shmbus/bench"
 )
 
-// writeBenchText prints a report as the three tables, the idle costs and
-// the target ratios.
-func writeBenchText(out io.Writer, r *bench.Report) {
+// The text form of a bench report: prose wrapped to the width, and tables
+// that fit it. A table wider than the width is split into blocks of
+// columns, each repeating the method column, at the boundaries between
+// groups of columns where it can be. Figures are written with two or
+// three significant digits and short units (1.2µs, 32M/s, 16GB/s); the
+// JSON has them in full.
+
+// textOptions are how the text report is laid out.
+type textOptions struct {
+	width   int  // columns of the terminal (or --width); every line fits unless one word does not
+	targets bool // end with the project's targets checked against this run (--targets)
+}
+
+// defaultWidth is the width when stdout is not a terminal and --width is
+// not given.
+const defaultWidth = 80
+
+// minWidth is the narrowest layout --width accepts.
+const minWidth = 40
+
+// writeBenchText prints a report: a header, the three tables, the memcpy
+// reference, the idle costs and, if asked for, the targets.
+func writeBenchText(out io.Writer, r *bench.Report, o textOptions) {
+	w := max(o.width, minWidth)
+	p := &printer{out: out, width: w}
 	h := r.Host
-	fmt.Fprintf(out, "shmbus bench: %s, %d CPUs, Linux %s, %s\n", orDash(h.CPUModel), h.CPUs, orDash(h.Kernel), h.GoVersion)
+	p.para(fmt.Sprintf("shmbus bench: %s, %d CPUs, Linux %s, %s", orDash(h.CPUModel), h.CPUs, orDash(h.Kernel), h.GoVersion))
 	pin := "not pinned"
 	if c := r.Settings.CPUs; len(c) == 2 {
 		pin = fmt.Sprintf("measuring process on CPU %d, peers on CPU %d", c[0], c[1])
 	}
-	fmt.Fprintf(out, "%v per figure after %v of warm-up; %s; run took %v\n",
-		r.Settings.Duration.Duration(), r.Settings.Warmup.Duration(), pin, r.Elapsed.Duration().Round(time.Second))
-	sizes := r.Settings.Sizes
-	ref := sizes[0]
-	if slices.Contains(sizes, 64) {
-		ref = 64
+	load := ""
+	if n := r.Settings.Load; n > 0 {
+		load = fmt.Sprintf("; %d busy %s running (--load)", n, plural(n, "process", "processes"))
 	}
+	p.para(fmt.Sprintf("%s: %v per figure after %v of warm-up; %s%s; the run took %s.",
+		r.Started.Format("2006-01-02 15:04 MST"), r.Settings.Duration.Duration(), r.Settings.Warmup.Duration(), pin, load, humanDuration(r.Elapsed.Duration())))
 
-	fmt.Fprintf(out, "\nTable 1. Methods: properties on Linux, round trip and one-way rate at %s\n\n", bench.SizeString(ref))
-	w := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "METHOD\tCONNECTIONLESS\tRELIABLE\tFLOW CTL\tRECORDS\tPRIORITIES\tRTT p50\tp99\tp99.9\tmax\tMSGS/S\tMB/S")
+	sizes := r.Settings.Sizes
+	if len(r.Methods) > 0 && len(sizes) > 0 {
+		ref := refSize(r)
+		writeTable1(p, r, ref)
+		writeTable2(p, r, sizes)
+		writeTable3(p, r, sizes)
+	}
+	if m := r.Memcpy; m != nil {
+		p.blank()
+		if m.Error != "" {
+			p.para("memcpy reference: FAILED: " + m.Error)
+		} else {
+			p.para(fmt.Sprintf("memcpy reference: one core copying %s buffers (larger than the %s last-level cache) in %s pieces: %s.",
+				bench.SizeString(m.Buffer), cacheString(m.Cache), bench.SizeString(m.Chunk), byteRate(m.BytesPerSec)))
+		}
+	}
+	if len(r.Idle) > 0 {
+		p.blank()
+		p.para(fmt.Sprintf("Idle cost: CPU time (user + system, getrusage) a receiver process uses while it waits "+
+			"%v for a message that does not come:", r.Settings.Idle.Duration()))
+		t := &table{header: []string{"", "CPU PER S", "CPU", "WAITED"}, right: []bool{false, true, true, true}}
+		for _, c := range r.Idle {
+			if c.Error != "" {
+				t.rows = append(t.rows, []string{"  " + c.Method, "FAILED", "", ""})
+				continue
+			}
+			t.rows = append(t.rows, []string{"  " + c.Method, fmt.Sprintf("%.2f ms", c.MsPerSec),
+				humanDuration(c.CPU.Duration()), humanDuration(c.Wall.Duration())})
+		}
+		t.header[0] = "  METHOD"
+		t.write(p)
+	}
+	if o.targets && len(r.Ratios) > 0 {
+		p.blank()
+		p.para("Targets: the project's performance goals (docs/benchmarks.md), checked against this run's figures:")
+		for _, q := range r.Ratios {
+			met := "met"
+			if !q.Met {
+				met = "not met"
+			}
+			line := fmt.Sprintf("  %s: %.3f, target %s: %s", q.Name, q.Value, q.Target, met)
+			if utf8.RuneCountInString(line) <= w {
+				p.line(line)
+				continue
+			}
+			p.line("  " + q.Name + ":")
+			p.line(fmt.Sprintf("      %.3f, target %s: %s", q.Value, q.Target, met))
+		}
+	}
+}
+
+func writeTable1(p *printer, r *bench.Report, ref int) {
+	p.blank()
+	p.para(fmt.Sprintf("Table 1. Methods: their properties on Linux, and the round trip and one-way rate at %s "+
+		"(batched where Table 2 has a 1/call row).", bench.SizeString(ref)))
+	p.blank()
+	t := &table{
+		header: []string{"METHOD", "CONNECTIONLESS", "RELIABLE", "FLOW CTL", "RECORDS", "PRIORITIES",
+			"RTT p50", "p99", "p99.9", "max", "MSGS/S", "BYTES/S"},
+		group: []int{0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3},
+		right: []bool{false, false, false, false, false, false, true, true, true, true, true, true},
+	}
+	var n notes
+	var own []string // methods measured at their own size
 	for _, m := range r.Methods {
-		p := m.Properties
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t", m.Name, yesNo(p.Connectionless), yesNo(p.Reliable), yesNo(p.FlowControl),
-			yesNo(p.Records), yesNo(p.Priorities))
+		pr := m.Properties
+		row := []string{m.Name, propYesNo(pr.Connectionless), propYesNo(pr.Reliable), propYesNo(pr.FlowControl),
+			propYesNo(pr.Records), propYesNo(pr.Priorities)}
 		size, mark := ref, ""
 		if m.Payload != "bytes" && len(m.Latency) > 0 {
 			size, mark = m.Latency[0].Size, "†"
+			own = append(own, ownSize(m))
 		}
 		if l, ok := m.LatencyAt(size); ok && l.OK() {
-			fmt.Fprintf(w, "%s%s\t%s\t%s\t%s\t", nanos(l.P50), mark, nanos(l.P99), nanos(l.P999), nanos(l.Max))
+			row = append(row, nanos(l.P50)+mark, nanos(l.P99), nanos(l.P999), nanos(l.Max))
 		} else {
-			fmt.Fprintf(w, "%s\t\t\t\t", cellNote(l.Cell, ok))
+			row = append(row, n.cell(l.Cell, ok), "", "", "")
 		}
 		if t, ok := m.ThroughputAt(size); ok && t.OK() {
-			fmt.Fprintf(w, "%s%s\t%.0f\n", rate(t.MsgsPerSec), mark, t.BytesPerSec/1e6)
+			row = append(row, msgRate(t.MsgsPerSec)+mark, byteRate(t.BytesPerSec))
 		} else {
-			fmt.Fprintf(w, "%s\t\n", cellNote(t.Cell, ok))
+			row = append(row, n.cell(t.Cell, ok), "")
 		}
+		t.rows = append(t.rows, row)
 	}
-	w.Flush()
-	fmt.Fprintln(out, "\n† signal carries no payload and eventfd an 8-byte counter: their own size, not "+bench.SizeString(ref)+".")
+	t.write(p)
+	if len(own) > 0 {
+		p.blank()
+		p.para("† measured at the method's own size, not " + bench.SizeString(ref) + ": " + strings.Join(own, "; ") + ".")
+	}
+	n.write(p)
+}
 
-	fmt.Fprintln(out, "\nTable 2. One-way throughput by message size (MB/s, messages/s); shmbus batched, and one message per call (1/call)")
-	fmt.Fprintln(out)
-	w = tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(w, "METHOD\t%s\t\n", sizeHeader(sizes))
+// ownSize says what a method without a byte payload carries.
+func ownSize(m bench.MethodReport) string {
+	what := m.Name + " carries an " + m.Payload
+	if m.Payload == "none" {
+		what = m.Name + " carries no payload"
+	}
+	if len(m.Throughput) == 0 {
+		what += " (round trips only)"
+	}
+	return what
+}
+
+func writeTable2(p *printer, r *bench.Report, sizes []int) {
+	p.blank()
+	p.para("Table 2. One-way throughput by message size: messages and bytes per second. " +
+		"Rows without a suffix send in batches where the method has them (shmbus SendBatch/Poll, ring-minimal); " +
+		"1/call rows send and receive one message per call, as every kernel method does.")
+	p.blank()
+	t := sizeTable(sizes)
+	var n notes
 	row := func(name string, get func(int) (bench.Rate, bool)) {
-		fmt.Fprintf(w, "%s\t", name)
+		cells := []string{name}
 		for _, s := range sizes {
-			t, ok := get(s)
-			if ok && t.OK() {
-				fmt.Fprintf(w, "%.0f MB/s %s/s\t", t.BytesPerSec/1e6, rate(t.MsgsPerSec))
+			v, ok := get(s)
+			if ok && v.OK() {
+				cells = append(cells, fmt.Sprintf("%6s %7s", msgRate(v.MsgsPerSec), byteRate(v.BytesPerSec)))
 			} else {
-				fmt.Fprintf(w, "%s\t", cellNote(t.Cell, ok))
+				cells = append(cells, n.cell(v.Cell, ok))
 			}
 		}
-		fmt.Fprintln(w)
+		t.rows = append(t.rows, cells)
 	}
+	var none []bench.MethodReport
 	for _, m := range r.Methods {
 		if m.Payload != "bytes" {
-			fmt.Fprintf(w, "%s\t%s\n", m.Name, strings.Repeat(onlyNote(m)+"\t", len(sizes)))
+			none = append(none, m)
 			continue
 		}
 		row(m.Name, m.ThroughputAt)
@@ -79,66 +186,237 @@ func writeBenchText(out io.Writer, r *bench.Report) {
 			row(m.Name+" 1/call", m.UnbatchedAt)
 		}
 	}
-	w.Flush()
+	t.write(p)
+	if len(none) > 0 {
+		var names []string
+		for _, m := range none {
+			names = append(names, m.Name)
+		}
+		p.blank()
+		p.para(joinAnd(names) + " carry no messages of these sizes, so Tables 2 and 3 leave them out " +
+			"(Table 1 has their figures).")
+	}
+	n.write(p)
+}
 
-	fmt.Fprintln(out, "\nTable 3. Round trip p50 by message size")
-	fmt.Fprintln(out)
-	w = tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(w, "METHOD\t%s\t\n", sizeHeader(sizes))
+func writeTable3(p *printer, r *bench.Report, sizes []int) {
+	p.blank()
+	p.para("Table 3. Round trip (ping-pong) median by message size.")
+	p.blank()
+	t := sizeTable(sizes)
+	var n notes
 	for _, m := range r.Methods {
 		if m.Payload != "bytes" {
-			fmt.Fprintf(w, "%s\t%s\n", m.Name, strings.Repeat(onlyNote(m)+"\t", len(sizes)))
-			continue
+			continue // said under Table 2
 		}
-		fmt.Fprintf(w, "%s\t", m.Name)
+		cells := []string{m.Name}
 		for _, s := range sizes {
 			l, ok := m.LatencyAt(s)
 			if ok && l.OK() {
-				fmt.Fprintf(w, "%s\t", nanos(l.P50))
+				cells = append(cells, nanos(l.P50))
 			} else {
-				fmt.Fprintf(w, "%s\t", cellNote(l.Cell, ok))
+				cells = append(cells, n.cell(l.Cell, ok))
 			}
 		}
-		fmt.Fprintln(w)
+		t.rows = append(t.rows, cells)
 	}
-	w.Flush()
+	t.write(p)
+	n.write(p)
+}
 
-	if len(r.Idle) > 0 {
-		fmt.Fprintf(out, "\nIdle cost: CPU time of a blocked receiver process over %v (getrusage, user+system)\n", r.Settings.Idle.Duration())
-		for _, c := range r.Idle {
-			if c.Error != "" {
-				fmt.Fprintf(out, "  %-13s error: %s\n", c.Method, c.Error)
-				continue
-			}
-			fmt.Fprintf(out, "  %-13s %.3f ms CPU per s (%v in %v)\n", c.Method, c.MsPerSec, c.CPU.Duration(), c.Wall.Duration().Round(time.Millisecond))
+func sizeTable(sizes []int) *table {
+	t := &table{header: []string{"METHOD"}, right: []bool{false}}
+	for i, s := range sizes {
+		t.header = append(t.header, bench.SizeString(s))
+		t.group = append(t.group, i)
+		t.right = append(t.right, true)
+	}
+	t.group = append([]int{-1}, t.group...)
+	return t
+}
+
+// notes numbers the reasons of a table's missing figures: the cell shows
+// "n/a¹" and the note under the table the reason, as the JSON has it
+// ("n/a: limit 8192 B (kernel.msgmax)").
+type notes struct{ reasons []string }
+
+var superscripts = []rune("⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+func superscript(n int) string {
+	var b []rune
+	for _, d := range fmt.Sprint(n) {
+		b = append(b, superscripts[d-'0'])
+	}
+	return string(b)
+}
+
+// cell is what a table shows for a figure that is missing.
+func (n *notes) cell(c bench.Cell, measured bool) string {
+	switch {
+	case !measured:
+		return "-"
+	case c.Unavailable != "":
+		why := c.Unavailable
+		if !strings.HasPrefix(why, "n/a") {
+			why = "n/a: " + why
+		}
+		i := slices.Index(n.reasons, why)
+		if i < 0 {
+			n.reasons = append(n.reasons, why)
+			i = len(n.reasons) - 1
+		}
+		return "n/a" + superscript(i+1)
+	case c.Error != "":
+		return "FAILED"
+	}
+	return "-"
+}
+
+func (n *notes) write(p *printer) {
+	if len(n.reasons) == 0 {
+		return
+	}
+	p.blank()
+	for i, why := range n.reasons {
+		p.hanging(superscript(i+1)+" ", why)
+	}
+}
+
+// printer writes lines of at most width columns.
+type printer struct {
+	out   io.Writer
+	width int
+}
+
+func (p *printer) line(s string) { fmt.Fprintln(p.out, strings.TrimRight(s, " ")) }
+func (p *printer) blank()        { fmt.Fprintln(p.out) }
+
+// para writes s wrapped at word boundaries.
+func (p *printer) para(s string) { p.hanging("", s) }
+
+// hanging writes s wrapped, the first line after lead and the others
+// indented by its width.
+func (p *printer) hanging(lead, s string) {
+	indent := strings.Repeat(" ", utf8.RuneCountInString(lead))
+	line := lead
+	n := utf8.RuneCountInString(lead)
+	empty := true
+	for _, word := range strings.Fields(s) {
+		k := utf8.RuneCountInString(word)
+		if !empty && n+1+k > p.width {
+			p.line(line)
+			line, n, empty = indent, len(indent), true
+		}
+		if !empty {
+			line += " "
+			n++
+		}
+		line += word
+		n += k
+		empty = false
+	}
+	p.line(line)
+}
+
+// table is columns of cells; column 0 names the row and is repeated in
+// every block when the table is split to fit.
+type table struct {
+	header []string
+	rows   [][]string
+	group  []int  // per column: columns of one group stay in one block when they can (nil: one group)
+	right  []bool // per column: right-aligned (figures)
+}
+
+const colGap = 2
+
+func (t *table) widths() []int {
+	w := make([]int, len(t.header))
+	for _, row := range append([][]string{t.header}, t.rows...) {
+		for i, c := range row {
+			w[i] = max(w[i], utf8.RuneCountInString(c))
 		}
 	}
-	if len(r.Ratios) > 0 {
-		fmt.Fprintln(out, "\nTargets (this run)")
-		for _, q := range r.Ratios {
-			met := "met"
-			if !q.Met {
-				met = "NOT met"
+	return w
+}
+
+// blocks splits columns 1.. into runs that fit width beside column 0.
+func (t *table) blocks(width int) [][]int {
+	w := t.widths()
+	groupOf := func(i int) int {
+		if t.group == nil {
+			return 0
+		}
+		return t.group[i]
+	}
+	// The groups, in order, as runs of columns.
+	var groups [][]int
+	for i := 1; i < len(w); i++ {
+		if len(groups) == 0 || groupOf(i) != groupOf(i-1) {
+			groups = append(groups, nil)
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], i)
+	}
+	span := func(cols []int) int {
+		n := 0
+		for _, c := range cols {
+			n += colGap + w[c]
+		}
+		return n
+	}
+	room := width - w[0]
+	var out [][]int
+	var cur []int
+	flush := func() {
+		if len(cur) > 0 {
+			out = append(out, cur)
+			cur = nil
+		}
+	}
+	for _, g := range groups {
+		switch {
+		case span(cur)+span(g) <= room:
+			cur = append(cur, g...)
+		case span(g) <= room:
+			flush()
+			cur = append(cur, g...)
+		default: // a group wider than the room: split it by columns
+			for _, c := range g {
+				if len(cur) > 0 && span(cur)+span([]int{c}) > room {
+					flush()
+				}
+				cur = append(cur, c)
 			}
-			fmt.Fprintf(out, "  %-55s %8.3f  target %s: %s\n", q.Name, q.Value, q.Target, met)
+		}
+	}
+	flush()
+	return out
+}
+
+func (t *table) write(p *printer) {
+	w := t.widths()
+	for b, cols := range t.blocks(p.width) {
+		if b > 0 {
+			p.blank()
+		}
+		for _, row := range append([][]string{t.header}, t.rows...) {
+			var sb strings.Builder
+			sb.WriteString(pad(row[0], w[0], false))
+			for _, c := range cols {
+				sb.WriteString(strings.Repeat(" ", colGap))
+				sb.WriteString(pad(row[c], w[c], t.right[c]))
+			}
+			p.line(sb.String())
 		}
 	}
 }
 
-// onlyNote fills the size columns of a method that carries no messages.
-func onlyNote(m bench.MethodReport) string {
-	if m.Payload == "none" {
-		return "n/a (no payload)"
+// pad fills s to n columns (runes: µ, † and superscripts are one column).
+func pad(s string, n int, right bool) string {
+	fill := strings.Repeat(" ", max(n-utf8.RuneCountInString(s), 0))
+	if right {
+		return fill + s
 	}
-	return "n/a (" + m.Payload + ")"
-}
-
-func sizeHeader(sizes []int) string {
-	s := make([]string, len(sizes))
-	for i, n := range sizes {
-		s[i] = bench.SizeString(n)
-	}
-	return strings.Join(s, "\t")
+	return s + fill
 }
 
 func orDash(s string) string {
@@ -148,52 +426,71 @@ func orDash(s string) string {
 	return s
 }
 
-// cellNote is what a table shows for a figure that is missing.
-func cellNote(c bench.Cell, measured bool) string {
-	switch {
-	case !measured:
-		return "-"
-	case c.Unavailable != "" && c.Limit > 0 && strings.Contains(c.Unavailable, "limit"):
-		return fmt.Sprintf("n/a (limit %d B)", c.Limit)
-	case c.Unavailable != "":
-		return strings.TrimPrefix(c.Unavailable, "n/a: ")
-	case c.Error != "":
-		return "FAILED"
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
 	}
-	return "-"
+	return many
 }
 
-// nanos writes a latency with three significant digits.
-func nanos(n bench.Nanos) string {
-	d := float64(n)
-	switch {
-	case d < 1e3:
-		return fmt.Sprintf("%.0fns", d)
-	case d < 1e6:
-		return sig3(d/1e3) + "µs"
-	case d < 1e9:
-		return sig3(d/1e6) + "ms"
+// joinAnd writes "a", "a and b", "a, b and c".
+func joinAnd(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
 	}
-	return sig3(d/1e9) + "s"
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
-func sig3(v float64) string {
+// humanDuration writes a duration for people: 391µs, 1.5ms, 850ms,
+// 12.3s, 1m12s.
+func humanDuration(d time.Duration) string {
 	switch {
-	case v >= 100:
-		return fmt.Sprintf("%.0f", v)
-	case v >= 10:
-		return fmt.Sprintf("%.1f", v)
+	case d <= 0:
+		return "0s"
+	case d < time.Second-500*time.Microsecond: // what rounds to a second is written as one: 1s, not 1.0s
+		return nanos(bench.Nanos(d))
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
 	}
-	return fmt.Sprintf("%.2f", v)
+	return d.Round(time.Second).String()
 }
 
-// rate writes a message rate: 2.47M, 812k, 950.
-func rate(v float64) string {
-	switch {
-	case v >= 1e6:
-		return sig3(v/1e6) + "M"
-	case v >= 1e3:
-		return sig3(v/1e3) + "k"
+// compact writes v in the largest of units (each 1000 times the one
+// before) that leaves it at least 1, with two significant digits below 10
+// and none after the point above: 1.2, 32, 950.
+func compact(v float64, units ...string) string {
+	i := 0
+	for i < len(units)-1 && v >= 999.5 {
+		v /= 1000
+		i++
 	}
-	return fmt.Sprintf("%.0f", v)
+	switch {
+	case i == 0 && v == math.Trunc(v), v >= 9.95:
+		return fmt.Sprintf("%.0f%s", v, units[i])
+	}
+	return fmt.Sprintf("%.1f%s", v, units[i])
+}
+
+// nanos writes a latency: 161ns, 1.2µs, 34µs, 2.1ms.
+func nanos(n bench.Nanos) string { return compact(float64(n), "ns", "µs", "ms", "s") }
+
+// msgRate writes messages per second: 950/s, 41k/s, 2.7M/s, 32M/s.
+func msgRate(v float64) string { return compact(math.Round(v), "/s", "k/s", "M/s", "G/s") }
+
+// byteRate writes bytes per second (powers of 1000): 22MB/s, 9.7GB/s.
+func byteRate(v float64) string { return compact(math.Round(v), "B/s", "kB/s", "MB/s", "GB/s", "TB/s") }
+
+// cacheString writes a cache size, or "unknown" if the system reports none.
+func cacheString(n int) string {
+	if n <= 0 {
+		return "unknown"
+	}
+	return bench.SizeString(n)
+}
+
+func propYesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
