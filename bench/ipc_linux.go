@@ -350,6 +350,7 @@ func (r *runner) measure(ctx context.Context, m *method, size int, md mode, f fu
 		p, err := r.startPeer(c, role, i)
 		if err != nil {
 			s.kill()
+			_ = s.wait(true) // reaps the peers started so far, closes their pipes
 			return fmt.Errorf("bench %s: start peer: %w", m.name, err)
 		}
 		s.peers = append(s.peers, p)
@@ -451,14 +452,16 @@ func (s *session) wait(failed bool) error {
 	for _, p := range s.peers {
 		select {
 		case <-p.done:
+			if p.err != nil {
+				errs = append(errs, p.err)
+			}
 		case <-timer.C:
 			s.kill()
 			<-p.done
 			errs = append(errs, fmt.Errorf("peer %d did not finish within %v: killed", p.pid, grace))
-			continue
 		}
-		if p.err != nil {
-			errs = append(errs, p.err)
+		if p.cmd != nil {
+			p.res.Close()
 		}
 	}
 	return errors.Join(errs...)
@@ -564,7 +567,9 @@ func (r *runner) startPeer(c *cell, role string, producer int) (*peer, error) {
 		}
 		p.err = werr
 		ctlW.Close()
-		resR.Close()
+		// resR stays open: the peer's last figures may still be in the
+		// pipe, unread. The peer's exit closed the write end, so a reader
+		// gets EOF after them; session.wait closes resR.
 		close(p.done)
 	}()
 	return p, nil
