@@ -7,23 +7,48 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// checkResult is the JSON form of check.
+type checkResult struct {
+	Name  string `json:"name"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
 func (a *app) checkCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "check NAME",
 		Short: "Check a bus's segment for damage",
 		Long: `Check reads the bus NAME without attaching to it and checks the header,
 every lane's positions and records, the roles and the peer table. It prints
 "NAME: ok" for a consistent bus; for a damaged one it names the first fault
 and exits with status 1. Records being written by live producers are not
-faults.`,
+faults.
+
+With --json it prints {"name":NAME,"ok":true}, or {"name":NAME,"ok":false,
+"error":"..."} for a damaged bus (and still says why on stderr and exits
+with status 1).`,
 		Args:              busArgs(1),
 		ValidArgsFunction: a.completeBuses,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := shmbus.Check(a.dir, args[0]); err != nil {
-				return err // "check bus NAME: ..."
+			err := shmbus.Check(a.dir, args[0]) // "check bus NAME: ..."
+			if asJSON {
+				r := checkResult{Name: args[0], OK: err == nil}
+				if err != nil {
+					r.Error = err.Error()
+				}
+				if werr := writeJSON(a.stdout, r); werr != nil && err == nil {
+					return werr
+				}
+				return err
 			}
-			fmt.Fprintf(a.stdout, "%s: ok\n", args[0])
-			return nil
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s: ok\n", args[0])
+			return err
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -40,9 +41,6 @@ with exit status 0); with --json it prints one object per line instead.`,
 			if interval <= 0 {
 				return usagef("stat: --interval must be positive")
 			}
-			if iterations < 0 {
-				return usagef("stat: --iterations must not be negative")
-			}
 			bus, err := shmbus.Open(args[0], a.openOptions())
 			if err != nil {
 				return err
@@ -72,8 +70,8 @@ with exit status 0); with --json it prints one object per line instead.`,
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVarP(&watch, "watch", "w", false, "refresh every --interval until interrupted")
-	f.DurationVar(&interval, "interval", interval, "refresh --watch every `DUR`")
-	f.IntVar(&iterations, "iterations", 0, "stop --watch after this many refreshes (0 = never)")
+	f.Var(durValue{&interval}, "interval", "refresh --watch every DUR")
+	f.Var(intValue{&iterations, "number of refreshes", 0, math.MaxInt}, "iterations", "stop --watch after N refreshes (0 = never)")
 	f.MarkHidden("iterations")
 	return cmd
 }
