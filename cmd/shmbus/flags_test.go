@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +43,46 @@ func TestParseDuration(t *testing.T) {
 	for _, text := range []string{"", "soon", "-1s", "-1", "1e300", "NaN", "Inf", "1 s"} {
 		if _, err := parseDuration(text); err == nil || !strings.Contains(err.Error(), `"`+text+`"`) {
 			t.Errorf("parseDuration(%q) = %v, want an error echoing the text", text, err)
+		}
+	}
+}
+
+func TestCompact(t *testing.T) {
+	for n, want := range map[uint64]string{
+		0: "0", 7: "7", 999999: "999999", 1e6: "1M", 1234567: "1.23M", 45_600_000: "45.6M",
+		999_499_999: "999M", 999_500_000: "1G", math.MaxUint64: "18.4E",
+	} {
+		if got := compact(n); got != want {
+			t.Errorf("compact(%d) = %q, want %q", n, got, want)
+		}
+	}
+	if got := compactFloat(0.5); got != "0.5" {
+		t.Errorf("compactFloat(0.5) = %q", got)
+	}
+}
+
+// TestStatTextWidth checks that stat's text, and --watch's with its header
+// and rates, fit in 100 columns whatever the counters hold.
+func TestStatTextWidth(t *testing.T) {
+	big := laneStat{Priority: 63, Messages: math.MaxUint64, Bytes: math.MaxUint64, MsgsIn: math.MaxUint64,
+		BytesIn: math.MaxUint64, MsgsOut: math.MaxUint64, BytesOut: math.MaxUint64, FullEvents: math.MaxUint64,
+		Recovered: math.MaxUint64, ProducerSleeps: math.MaxUint64, ProducerWakes: math.MaxUint64}
+	for _, n := range []uint64{123456, 999999} {
+		mid := laneStat{Priority: 10, Messages: n, Bytes: n, MsgsIn: n, BytesIn: n, MsgsOut: n, BytesOut: n,
+			FullEvents: n, Recovered: n, ProducerSleeps: n, ProducerWakes: n}
+		cur := &busStat{Name: strings.Repeat("n", 40), Lanes: []laneStat{big, mid}}
+		prev := &busStat{Lanes: []laneStat{{}, {}}}
+		var b bytes.Buffer
+		writeWatchHeader(&b, time.Second, cur.Name, time.Now())
+		cur.writeText(&b)
+		writeRates(&b, prev, cur, time.Millisecond)
+		for _, line := range strings.Split(b.String(), "\n") {
+			if len(line) > 100 {
+				t.Errorf("%d columns: %q", len(line), line)
+			}
+		}
+		if !strings.Contains(b.String(), "18.4E") || !strings.Contains(b.String(), strconv.FormatUint(n, 10)) {
+			t.Errorf("figures missing:\n%s", b.String())
 		}
 	}
 }
