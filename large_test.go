@@ -296,3 +296,56 @@ func init() {
 		return p.Send(context.Background(), bigMsg(make([]byte, 4<<20), 1, 0, 4<<20), 0)
 	}
 }
+
+// TestTooLargeAndPriorityErrors checks that a refused message names the
+// limit it exceeds with both numbers (not the ring's "record too large for
+// lane"), still matching ErrTooLarge, and that a priority out of range is
+// told in proper English.
+func TestTooLargeAndPriorityErrors(t *testing.T) {
+	b := newBus(t, &Options{LaneCapacity: 64 << 10, MaxMessage: 1 << 20})
+	p, err := b.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	size := b.MaxMessage() + 1
+	check := func(what string, err error, size, limit int, limitName string) {
+		t.Helper()
+		var tl *TooLargeError
+		if !errors.Is(err, ErrTooLarge) || !errors.As(err, &tl) {
+			t.Fatalf("%s: %v, want a *TooLargeError wrapping ErrTooLarge", what, err)
+		}
+		if tl.Size != size || tl.Limit != limit {
+			t.Fatalf("%s: size %d limit %d, want %d and %d", what, tl.Size, tl.Limit, size, limit)
+		}
+		want := fmt.Sprintf("bus %q: message of %d bytes exceeds the bus's %s of %d bytes", b.Name(), size, limitName, limit)
+		if err.Error() != want {
+			t.Fatalf("%s: %q, want %q", what, err, want)
+		}
+	}
+	check("TrySend", p.TrySend(make([]byte, size), 0), size, b.MaxMessage(), "max message")
+	check("Send", p.Send(context.Background(), make([]byte, size), 0), size, b.MaxMessage(), "max message")
+	_, err = p.SendBatch(context.Background(), [][]byte{make([]byte, size)}, 0)
+	check("SendBatch", err, size, b.MaxMessage(), "max message")
+	_, err = p.Reserve(0, b.MaxRecordPayload()+1)
+	check("Reserve", err, b.MaxRecordPayload()+1, b.MaxRecordPayload(), "max record payload")
+
+	for _, tc := range []struct {
+		priorities int
+		want       string
+	}{
+		{1, "priority out of range: 1, the bus has 1 priority (0)"},
+		{3, "priority out of range: 3, the bus has 3 priorities (0..2)"},
+	} {
+		pb := newBus(t, &Options{Priorities: tc.priorities})
+		pp, err := pb.NewProducer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = pp.TrySend([]byte{1}, tc.priorities)
+		if !errors.Is(err, ErrPriority) || !strings.HasSuffix(err.Error(), tc.want) {
+			t.Errorf("%d priorities: %v, want ErrPriority ending %q", tc.priorities, err, tc.want)
+		}
+		pp.Close()
+	}
+}

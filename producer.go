@@ -65,13 +65,36 @@ func (b *Bus) NewProducer() (*Producer, error) {
 
 func (p *Producer) lane(prio int) (*ring.Producer, error) {
 	if prio < 0 || prio >= len(p.lanes) {
-		return nil, fmt.Errorf("bus %q: %w: %d, bus has %d levels (0..%d)", p.b.name, ErrPriority, prio, len(p.lanes), len(p.lanes)-1)
+		return nil, fmt.Errorf("bus %q: %w: %d, %s", p.b.name, ErrPriority, prio, priorityRange(len(p.lanes)))
 	}
 	if p.closed.Load() {
 		return nil, fmt.Errorf("bus %q: producer: %w", p.b.name, ErrClosed)
 	}
 	return p.lanes[prio], nil
 }
+
+// priorityRange says which priorities a bus of n lanes has.
+func priorityRange(n int) string {
+	if n == 1 {
+		return "the bus has 1 priority (0)"
+	}
+	return fmt.Sprintf("the bus has %d priorities (0..%d)", n, n-1)
+}
+
+// TooLargeError is a message refused for its size: it says which limit of
+// the bus it exceeds and both numbers. It wraps ErrTooLarge.
+type TooLargeError struct {
+	Bus   string // the bus's name
+	Size  int    // the message's length in bytes
+	Limit int    // the limit it exceeds, in bytes
+	What  string // which limit: "max message", ...
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("bus %q: message of %d bytes exceeds the bus's %s of %d bytes", e.Bus, e.Size, e.What, e.Limit)
+}
+
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
 
 // TrySend sends msg at priority prio if there is room now, else returns
 // ErrFull. Priorities run from 0 (least urgent) to Priorities()-1. A
@@ -100,7 +123,7 @@ func (p *Producer) send(ctx context.Context, msg []byte, prio int, failFast bool
 		return err
 	}
 	if len(msg) > p.b.MaxMessage() {
-		return fmt.Errorf("bus %q: send: %w: %d bytes, the bus accepts up to %d", p.b.name, ErrTooLarge, len(msg), p.b.MaxMessage())
+		return &TooLargeError{Bus: p.b.name, Size: len(msg), Limit: p.b.MaxMessage(), What: "max message"}
 	}
 	if err := p.b.enter(); err != nil {
 		return err
@@ -177,7 +200,7 @@ func (p *Producer) SendBatch(ctx context.Context, msgs [][]byte, prio int) (int,
 		for sent < len(msgs) {
 			if m := msgs[sent]; len(m) > l.MaxPayload() {
 				if len(m) > p.b.MaxMessage() {
-					return fmt.Errorf("%w: %d bytes, the bus accepts up to %d", ErrTooLarge, len(m), p.b.MaxMessage())
+					return &TooLargeError{Bus: p.b.name, Size: len(m), Limit: p.b.MaxMessage(), What: "max message"}
 				}
 				if err := p.sendFragments(ctx, l, m, failFast); err != nil {
 					return err
@@ -211,6 +234,9 @@ func (p *Producer) Reserve(prio, n int) ([]byte, error) {
 	l, err := p.lane(prio)
 	if err != nil {
 		return nil, err
+	}
+	if n > l.MaxPayload() {
+		return nil, &TooLargeError{Bus: p.b.name, Size: n, Limit: l.MaxPayload(), What: "max record payload"}
 	}
 	if err := p.b.enter(); err != nil {
 		return nil, err
@@ -258,8 +284,9 @@ func (p *Producer) abandon() {
 }
 
 func (p *Producer) wrap(err error) error {
-	if err == nil {
-		return nil
+	var tl *TooLargeError
+	if err == nil || errors.As(err, &tl) {
+		return err
 	}
 	if err == ErrFull {
 		return p.b.errFull // made once: TrySend loops meet it constantly

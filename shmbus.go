@@ -45,7 +45,7 @@ var (
 	ErrCorrupt     = layout.ErrCorrupt       // the segment is damaged or was written by a broken peer
 	ErrVersion     = layout.ErrVersion       // the segment has a format version this build cannot read
 	ErrNotReady    = layout.ErrNotReady      // the segment's creator has not finished initialising it
-	ErrBadName     = segment.ErrBadName      // the name is not 1-200 characters of [A-Za-z0-9._-]
+	ErrBadName     = segment.ErrBadName      // the name is not 1-200 characters of [A-Za-z0-9._-] starting with [A-Za-z0-9_]
 	ErrFull        = ring.ErrFull            // TrySend: no room in the lane now
 	ErrEmpty       = ring.ErrEmpty           // TryReceive: no message now
 	ErrTooLarge    = ring.ErrTooLarge        // the message is larger than the bus accepts

@@ -335,7 +335,7 @@ func TestDaemonOpenRefused(t *testing.T) {
 		t.Errorf("OPEN of a missing bus: exit %d, stderr %q; want NOT_FOUND as \"no such bus\" with the daemon's message", code, errOut)
 	}
 	_, errOut, code = runC(t, env, nil, cSan, "info", d.target("bad..name"))
-	if code != 1 || !strings.Contains(errOut, "bad bus name") {
+	if code != 2 || !strings.Contains(errOut, "bad bus name") { // a usage error, as for the shmbus command
 		t.Errorf("bad name: exit %d, stderr %q", code, errOut)
 	}
 	out, errOut, code := runC(t, env, nil, cSan, "daemon-open", d.socket, "there", "--no-fd")

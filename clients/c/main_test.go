@@ -122,7 +122,7 @@ func newBus(t testing.TB, o shmbus.Options) (*shmbus.Bus, string) {
 	t.Helper()
 	name := fmt.Sprintf("%s.%d", nameRE.ReplaceAllString(t.Name(), "_"), busCount.Add(1))
 	if len(name) > 150 {
-		name = name[len(name)-150:]
+		name = "t" + name[len(name)-150:] // names may not start with '-' or '.'
 	}
 	bus, err := shmbus.Create(name, &o)
 	if err != nil {

@@ -653,7 +653,8 @@ int shmbus_open_path(const char *path, const shmbus_open_options *o, shmbus_t **
 static int valid_name(const char *name)
 {
 	size_t n = name ? strlen(name) : 0;
-	if (n < 1 || n > 200 || strcmp(name, ".") == 0 || strstr(name, ".."))
+	/* as the Go library: no leading '-' (an option) or '.' (hidden), no ".." */
+	if (n < 1 || n > 200 || name[0] == '-' || name[0] == '.' || strstr(name, ".."))
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
@@ -1114,9 +1115,11 @@ static int send_msg(shmbus_producer_t *p, const void *msg, size_t n, int prio, b
 		return fail(SHMBUS_ERR_INVALID, "NULL producer");
 	shmbus_t *b = p->b;
 	if (prio < 0 || (uint32_t)prio >= b->L)
-		return fail(SHMBUS_ERR_PRIORITY, "%d, bus has %u levels (0..%u)", prio, b->L, b->L - 1);
+		return b->L == 1 ? fail(SHMBUS_ERR_PRIORITY, "%d, the bus has 1 priority (0)", prio)
+		                 : fail(SHMBUS_ERR_PRIORITY, "%d, the bus has %u priorities (0..%u)", prio, b->L, b->L - 1);
 	if (n > b->max_message)
-		return fail(SHMBUS_ERR_TOO_LARGE, "%zu bytes, the bus accepts up to %llu", n, (unsigned long long)b->max_message);
+		return fail(SHMBUS_ERR_TOO_LARGE, "message of %zu bytes exceeds the bus's max message of %llu bytes", n,
+		            (unsigned long long)b->max_message);
 	if (n && !msg)
 		return fail(SHMBUS_ERR_INVALID, "NULL message");
 	uint32_t lane = (uint32_t)prio;

@@ -30,7 +30,7 @@ extern "C" {
 typedef enum shmbus_err {
 	SHMBUS_OK = 0,
 	SHMBUS_ERR_SYS,         /* a system call failed (errno is kept in the detail) */
-	SHMBUS_ERR_BAD_NAME,    /* a bus name is not 1-200 characters of [A-Za-z0-9._-], or has ".." */
+	SHMBUS_ERR_BAD_NAME,    /* a bus name is not 1-200 characters of [A-Za-z0-9._-], starts with - or ., or has ".." */
 	SHMBUS_ERR_NOT_EXIST,   /* no bus (file) of that name */
 	SHMBUS_ERR_PERMISSION,  /* the segment's mode does not admit this process */
 	SHMBUS_ERR_NOT_REGULAR, /* the path is a symbolic link, a directory, a FIFO, ... */

@@ -849,15 +849,20 @@ func TestErrorMapping(t *testing.T) {
 		{"not found stat", []string{"stat", "nosuch"}, 1, "NotFound"},
 		{"not found open", []string{"open", "nosuch"}, 1, "NotFound"},
 		{"not found rm", []string{"rm", "nosuch"}, 1, "NotFound"},
-		{"bad name slash", []string{"stat", "bad/name"}, 1, "BadName"},
-		{"bad name dots", []string{"recv", "a..b", "--nowait"}, 1, "BadName"},
-		{"bad name long", []string{"create", strings.Repeat("n", 201)}, 1, "BadName"},
+		// A bad name, and a configuration create cannot make, are usage
+		// errors, as for the shmbus command.
+		{"bad name slash", []string{"stat", "bad/name"}, 2, "BadName"},
+		{"bad name dots", []string{"recv", "a..b", "--nowait"}, 2, "BadName"},
+		{"bad name long", []string{"create", strings.Repeat("n", 201)}, 2, "BadName"},
+		{"bad name dash", []string{"create", "--", "-dash"}, 2, "BadName"},
+		{"bad name dot", []string{"create", ".hidden"}, 2, "BadName"},
 		{"exists", []string{"create", "errs"}, 1, "Exists"},
-		{"bad configuration", []string{"create", "badcfg", "--capacity", "1000"}, 1, "BadArgument"},
+		{"bad configuration", []string{"create", "badcfg", "--capacity", "1000"}, 2, "BadArgument"},
 		{"bad priority", []string{"send", "errs", "-p", "2", "x"}, 1, "BadArgument"},
 		{"too large", []string{"send", "errs", strings.Repeat("y", 1025)}, 1, "TooLarge"},
 		{"empty", []string{"recv", "errs", "--nowait"}, 3, "Empty"},
 		{"timeout", []string{"recv", "errs", "--timeout", "0.3"}, 3, "Timeout"},
+		{"timeout go style", []string{"recv", "errs", "--timeout", "300ms"}, 3, "Timeout"},
 		{"busy", []string{"recv", "held", "--nowait"}, 1, "Busy"},
 		{"full", fill, 1, "Full"},
 	}
@@ -867,8 +872,17 @@ func TestErrorMapping(t *testing.T) {
 			if r.code != tt.code || !strings.Contains(r.stderr, ": "+tt.class+": ") {
 				t.Fatalf("exit %d, stderr %q; want exit %d naming %s", r.code, r.stderr, tt.code, tt.class)
 			}
-			if tt.class == "Timeout" && r.elapsed < 300*time.Millisecond {
-				t.Errorf("Timeout after %v, before the 300ms asked for", r.elapsed)
+			// One line, without the protocol's "NAME (code)".
+			if strings.Count(r.stderr, "\n") != 1 || regexp.MustCompile(`[A-Z_]+ \([0-9]+\)`).MatchString(r.stderr) {
+				t.Errorf("stderr %q: want one line without the error code", r.stderr)
+			}
+			if tt.class == "Timeout" {
+				if want := ": Timeout: timed out after 300ms\n"; !strings.HasSuffix(r.stderr, want) {
+					t.Errorf("stderr %q, want it to end %q", r.stderr, want)
+				}
+				if r.elapsed < 300*time.Millisecond {
+					t.Errorf("Timeout after %v, before the 300ms asked for", r.elapsed)
+				}
 			}
 		})
 	}
@@ -925,12 +939,15 @@ func TestProtocolErrors(t *testing.T) {
 	}
 }
 
-// busInfo is the JSON of `shmbus_cli.py open`.
+// busInfo is the JSON of `shmbus_cli.py open`, in the words of `shmbus
+// stat --json`: the mode in octal, the kind and modes by name.
 type busInfo struct {
 	Name       string `json:"name"`
-	Kind       int    `json:"kind"`
+	Kind       string `json:"kind"`
+	Producers  string `json:"producers"`
+	Wake       string `json:"wake"`
 	Priorities int    `json:"priorities"`
-	Mode       int    `json:"mode"`
+	Mode       string `json:"mode"`
 	UID        int    `json:"uid"`
 	Size       int64  `json:"size"`
 	FD         bool   `json:"fd"`
@@ -951,22 +968,23 @@ func TestDescriptorPassing(t *testing.T) {
 
 	for _, tt := range []struct {
 		name string
-		kind int
-	}{{"filebus", 1}, {"membus", 2}} {
+		kind string
+	}{{"filebus", "file"}, {"membus", "memfd"}} {
 		t.Run(tt.name, func(t *testing.T) {
 			var info busInfo
 			decodeJSON(t, d.mustPy(t, "open", tt.name, "--fd"), &info)
 			if info.Name != tt.name || info.Kind != tt.kind || !info.FD || info.FDSize != info.Size ||
-				info.Size <= 0 || info.FDMagic != magic || info.UID != os.Getuid() {
-				t.Fatalf("open %s --fd: %+v; want kind %d, a descriptor of size %d with magic %s, owner %d",
+				info.Size <= 0 || info.FDMagic != magic || info.UID != os.Getuid() ||
+				info.Producers != "multi" || info.Wake != "futex" {
+				t.Fatalf("open %s --fd: %+v; want kind %s, producers multi, wake futex, a descriptor of size %d with magic %s, owner %d",
 					tt.name, info, tt.kind, info.Size, magic, os.Getuid())
 			}
-			if tt.kind == 1 {
+			if tt.kind == "file" {
 				fi, err := os.Stat(filepath.Join(d.dir, "shmbus."+tt.name))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if fi.Size() != info.Size || fi.Mode().Perm() != 0o640 || info.Mode != 0o640 || info.Priorities != 2 {
+				if fi.Size() != info.Size || fi.Mode().Perm() != 0o640 || info.Mode != "0640" || info.Priorities != 2 {
 					t.Errorf("file %v mode %v, BUS reply %+v", fi.Size(), fi.Mode(), info)
 				}
 			}
@@ -1102,7 +1120,7 @@ func TestPermission(t *testing.T) {
 		}
 		var info busInfo
 		decodeJSON(t, d.mustPy(t, "open", "theirs"), &info)
-		if info.UID != otherUID || info.Mode != 0o600 {
+		if info.UID != otherUID || info.Mode != "0600" {
 			t.Errorf("bus created by uid %d: %+v", otherUID, info)
 		}
 		if out := d.mustPy(t, "recv", "theirs", "--nowait"); out != "mine\n" {

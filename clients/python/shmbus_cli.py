@@ -5,15 +5,25 @@
 
 Commands: hello, ls, create, rm, stat, open, send, recv, events, and produce/consume,
 which send and verify checksummed test messages (see checked_message).
+
+Values follow the shmbus command's conventions: a SIZE is a whole number of
+bytes, optionally followed by k, M, G or T (also KiB, MiB, GiB, TiB; powers
+of 1024; any case) or B; a DUR is a number with a unit (500ms, 2s, 1m30s)
+or a plain number of seconds (2, 0.5). JSON output is one compact object
+per line, with modes in octal ("0600") and wake modes, producer modes and
+kinds by name ("futex", "multi", "file"), as ``shmbus stat --json``.
+
 Errors are one line on stderr naming the exception class, e.g.
-``shmbus_cli.py: recv jobs: NotFound: NOT_FOUND (6): no bus "jobs"``.
-Exit status: 0 success, 1 error or failed verification, 2 usage error,
-3 timeout (Timeout, or Empty with --nowait).
+``shmbus_cli.py: recv jobs: NotFound: no bus "jobs"``.
+Exit status: 0 success, 1 error or failed verification, 2 usage error
+(also a bus name the daemon calls invalid, and a configuration it refuses
+in create), 3 timeout (Timeout, or Empty with --nowait), 130 interrupted.
 """
 
 import argparse
 import json
 import os
+import re
 import struct
 import sys
 import zlib
@@ -68,13 +78,59 @@ def verify_message(priority, msg):
     return producer, seq, len(body)
 
 
+SIZE_UNITS = {"": 0, "b": 0, "k": 10, "kib": 10, "m": 20, "mib": 20,
+              "g": 30, "gib": 30, "t": 40, "tib": 40}
+SIZE_RE = re.compile(r"^([0-9]+)([A-Za-z]*)$")
+DURATION_RE = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|\u00b5s|ms|s|m|h)")
+DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0,
+                  "m": 60.0, "h": 3600.0}
+
+
 def parse_size(text):
-    """'4096', '64KiB', '3MiB' -> bytes."""
-    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "B": 1}
-    for suffix, mult in units.items():
-        if text.endswith(suffix):
-            return int(text[:-len(suffix)]) * mult
-    return int(text)
+    """A SIZE, as the shmbus command reads it: '4096', '64k', '64KiB',
+    '3M', '1B' -> bytes. 0 is allowed (a default, or an empty body)."""
+    m = SIZE_RE.match(text)
+    unit = m and m.group(2).lower()
+    if not m or unit not in SIZE_UNITS:
+        if m and len(unit) == 2 and unit[1] == "b" and unit[0] in "kmgt":
+            raise argparse.ArgumentTypeError(
+                "invalid size %r: %s may mean powers of 1000 or of 1024: write "
+                "%s or %siB" % (text, m.group(2), m.group(2)[0],
+                                m.group(2)[0].upper()))
+        raise argparse.ArgumentTypeError(
+            "invalid size %r: use a whole number of bytes, optionally followed "
+            "by k, M, G or T (or KiB, MiB, GiB, TiB: powers of 1024)" % text)
+    return int(m.group(1)) << SIZE_UNITS[unit]
+
+
+def parse_duration(text):
+    """A DUR, as the shmbus command reads it: a Go duration ('1s', '100ms',
+    '1m30s') or a plain number of seconds ('1', '0.5') -> seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+        parts = DURATION_RE.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+    if seconds is None or seconds != seconds or seconds in (float("inf"),):
+        raise argparse.ArgumentTypeError(
+            "invalid duration %r: use a number with a unit (500ms, 2s, 1m30s) "
+            "or a number of seconds" % text)
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(
+            "invalid duration %r: must not be negative" % text)
+    return seconds
+
+
+def format_seconds(seconds):
+    """Seconds as the shmbus command writes a duration: 300ms, 1s, 1m30s."""
+    if seconds < 1:
+        return "%gms" % round(seconds * 1000, 3)
+    if seconds < 60:
+        return "%gs" % round(seconds, 3)
+    m, s = divmod(seconds, 60)
+    return "%dm%gs" % (m, round(s, 3))
 
 
 def int_list(text):
@@ -86,9 +142,25 @@ def size_list(text):
 
 
 def emit(obj):
-    """Print one JSON object as a line, at once (tests read it live)."""
-    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    """Print one JSON object as a compact line, as the shmbus command does,
+    at once (tests read it live)."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
+
+
+def bus_info_json(info):
+    """A BusInfo as JSON in the shmbus command's vocabulary: names for the
+    kind, producer and wake modes, the mode in octal."""
+    out = info._asdict()
+    out["kind"] = {shmbus.KIND_FILE: "file",
+                   shmbus.KIND_MEMFD: "memfd"}.get(info.kind, str(info.kind))
+    out["producers"] = {shmbus.MULTI_PRODUCER: "multi",
+                        shmbus.SINGLE_PRODUCER: "single"}.get(
+                            info.producers, str(info.producers))
+    out["wake"] = {shmbus.WAKE_FUTEX: "futex",
+                   shmbus.WAKE_SEM: "sem"}.get(info.wake, str(info.wake))
+    out["mode"] = "%04o" % info.mode
+    return out
 
 
 # Commands ---------------------------------------------------------------
@@ -112,7 +184,7 @@ def cmd_create(c, args):
                     lane_capacity=args.capacity, max_message=args.max_message,
                     mode=int(args.mode, 8), memfd=args.memfd,
                     failfast=args.failfast)
-    emit(info._asdict())
+    emit(bus_info_json(info))
 
 
 def cmd_rm(c, args):
@@ -127,7 +199,7 @@ def cmd_stat(c, args):
 def cmd_open(c, args):
     """Open a bus, with its descriptor if asked; describe what came."""
     info = c.open(args.name, want_fd=args.fd)
-    out = info._asdict()
+    out = bus_info_json(info)
     if info.fd is not None:
         st = os.fstat(info.fd)
         out["fd_size"] = st.st_size
@@ -248,8 +320,10 @@ def parser():
 
     def waiting(sp):
         sp.add_argument("--nowait", action="store_true")
-        sp.add_argument("--timeout", type=float, default=None,
-                        help="seconds to wait (default: no limit)")
+        sp.add_argument("--timeout", type=parse_duration, default=None,
+                        metavar="DUR",
+                        help="how long to wait: 1s, 100ms, or a number of "
+                        "seconds (default: no limit)")
 
     cmd("hello", cmd_hello, "print the daemon's WELCOME as JSON")
     cmd("ls", cmd_ls, "list the daemon's buses")
@@ -289,8 +363,10 @@ def parser():
     sp.add_argument("name", nargs="?", default="", help="bus (default: all)")
     sp.add_argument("-n", "--count", type=int, default=0,
                     help="stop after this many events (0: never)")
-    sp.add_argument("--timeout", type=float, default=None,
-                    help="stop when no event came for this many seconds")
+    sp.add_argument("--timeout", type=parse_duration, default=None,
+                    metavar="DUR",
+                    help="stop when no event came for DUR (1s, 100ms, or "
+                    "seconds)")
     sp = cmd("produce", cmd_produce, "send checksummed test messages")
     sp.add_argument("name")
     sp.add_argument("-n", "--count", type=int, required=True)
@@ -300,7 +376,9 @@ def parser():
                     help="body sizes, cycled (e.g. 0,100,3MiB)")
     sp.add_argument("--priorities", type=int_list, default=[0],
                     help="priorities, cycled (e.g. 0,2,1)")
-    sp.add_argument("--timeout", type=float, default=None)
+    sp.add_argument("--timeout", type=parse_duration, default=None,
+                    metavar="DUR", help="wait at most DUR for room for each "
+                    "message")
     sp = cmd("consume", cmd_consume, "receive and verify checksummed test "
              "messages")
     sp.add_argument("name")
@@ -312,8 +390,9 @@ def parser():
                     help="require priorities never to rise")
     sp.add_argument("--expect-empty", action="store_true",
                     help="require the bus to be empty afterwards")
-    sp.add_argument("--timeout", type=float, default=10.0,
-                    help="seconds to wait for each message (default 10)")
+    sp.add_argument("--timeout", type=parse_duration, default=10.0,
+                    metavar="DUR",
+                    help="wait at most DUR for each message (default 10s)")
     return p
 
 
@@ -353,17 +432,35 @@ def main(argv=None):
     try:
         with shmbus.Client(args.socket, client_name=PROG) as c:
             run(c, args)
-    except (shmbus.Timeout, shmbus.Empty) as e:
-        print("%s: %s: %s: %s" % (PROG, what, type(e).__name__, e),
-              file=sys.stderr)
-        return 3
     except (shmbus.ShmbusError, VerifyError, OSError) as e:
-        print("%s: %s: %s: %s" % (PROG, what, type(e).__name__, e),
-              file=sys.stderr)
-        return 1
+        print(error_line(what, args, e), file=sys.stderr)
+        return exit_status(args, e)
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def error_line(what, args, e):
+    """The one line on stderr for e: the command, the exception class and
+    what went wrong, without the protocol's code."""
+    text = e.message if isinstance(e, shmbus.ShmbusError) else str(e)
+    timeout = getattr(args, "timeout", None)
+    if isinstance(e, shmbus.Timeout) and timeout is not None:
+        text = "timed out after %s" % format_seconds(timeout)
+    return "%s: %s: %s: %s" % (PROG, what, type(e).__name__,
+                               " ".join(str(text).split()))
+
+
+def exit_status(args, e):
+    """The exit status for e, as the shmbus command's: 3 for a timeout, 2
+    for what is wrong with the command line, 1 for the rest."""
+    if isinstance(e, (shmbus.Timeout, shmbus.Empty)):
+        return 3
+    if isinstance(e, shmbus.BadName):
+        return 2
+    if isinstance(e, shmbus.BadArgument) and args.command == "create":
+        return 2  # the configuration given: the shmbus command's usage error
+    return 1
 
 
 if __name__ == "__main__":

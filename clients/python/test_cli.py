@@ -1,5 +1,6 @@
 """Unit tests of shmbus_cli.py's checked messages (python3 -m unittest)."""
 
+import argparse
 import unittest
 import zlib
 
@@ -50,9 +51,30 @@ class TestCheckedMessages(unittest.TestCase):
             cli.verify_message(1, cli.checked_message(0, 0, 2, 10))
 
     def test_parse_size(self):
+        # The shmbus command's SIZE: k, M, G, T or KiB, ..., any case.
         for text, want in [("4096", 4096), ("64KiB", 65536), ("3MiB", 3 << 20),
-                           ("0", 0), ("1B", 1)]:
+                           ("0", 0), ("1B", 1), ("64k", 65536), ("64K", 65536),
+                           ("1M", 1 << 20), ("1mib", 1 << 20), ("2G", 2 << 30)]:
             self.assertEqual(cli.parse_size(text), want)
+        for text in ("1KB", "1mb", "1.5M", "-1", "x", "", "1 k"):
+            with self.assertRaises(argparse.ArgumentTypeError, msg=text) as cm:
+                cli.parse_size(text)
+            self.assertIn(repr(text), str(cm.exception))
+
+    def test_parse_duration(self):
+        # The shmbus command's DUR: Go durations, or plain seconds.
+        for text, want in [("1", 1.0), ("0.5", 0.5), ("0", 0.0), ("1s", 1.0),
+                           ("100ms", 0.1), ("1m30s", 90.0), ("2h", 7200.0),
+                           ("250us", 0.00025), ("1.5s", 1.5)]:
+            self.assertAlmostEqual(cli.parse_duration(text), want, msg=text)
+        for text in ("soon", "-1", "-1s", "1x", "s", "1s2", "", "nan", "inf"):
+            with self.assertRaises(argparse.ArgumentTypeError, msg=text):
+                cli.parse_duration(text)
+
+    def test_format_seconds(self):
+        for seconds, want in [(0.3, "300ms"), (1, "1s"), (1.5, "1.5s"),
+                              (90, "1m30s")]:
+            self.assertEqual(cli.format_seconds(seconds), want)
 
 
 if __name__ == "__main__":

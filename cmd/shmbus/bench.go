@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -38,8 +37,8 @@ tables fit the terminal's width (80 columns when stdout is not a terminal,
 or --width). docs/benchmarks.md explains every figure and the JSON schema
 (--json).
 
-SIZES are numbers of bytes with an optional k, m, KiB or MiB suffix
-(powers of 1024): 8,64,1k,64k,1m. METHODS are the rows' names and memcpy.
+--sizes takes a LIST of SIZEs (see 'shmbus --help'), from 8 bytes to
+16MiB: 8,64,1k,64k,1M. --methods takes the rows' names and memcpy.
 
 A full run takes about a minute; --quick (sizes 64 and 64k, 100ms per
 figure) well under one. The machine should be otherwise idle: other load
@@ -50,8 +49,9 @@ func (a *app) benchCmd() *cobra.Command {
 	var (
 		opts    bench.Options
 		quick   bool
-		sizes   string
-		cpus    string
+		sizes   []int
+		texts   []string // sizes as typed
+		cpus    []int
 		asJSON  bool
 		plot    string
 		methods []string
@@ -72,19 +72,12 @@ func (a *app) benchCmd() *cobra.Command {
 				}
 			}
 			if f.Changed("sizes") {
-				s, err := parseSizes(sizes)
-				if err != nil {
-					return usagef("bench: --sizes: %v", err)
+				if err := checkBenchSizes(sizes, texts); err != nil {
+					return usagef("bench: %v", err)
 				}
-				opts.Sizes = s
+				opts.Sizes = sizes
 			}
 			if f.Changed("methods") {
-				known := bench.MethodNames()
-				for _, m := range methods {
-					if !contains(known, m) {
-						return usagef("bench: --methods: unknown method %q (known: %s)", m, strings.Join(known, ", "))
-					}
-				}
 				opts.Methods = methods
 			}
 			if opts.Duration <= 0 {
@@ -97,11 +90,7 @@ func (a *app) benchCmd() *cobra.Command {
 				opts.Idle = -1 // skip
 			}
 			if f.Changed("cpu") {
-				c, err := parseCPUs(cpus)
-				if err != nil {
-					return usagef("bench: --cpu: %v", err)
-				}
-				opts.CPUs = c
+				opts.CPUs = cpus
 			}
 			if f.Changed("width") && width < minWidth {
 				return usagef("bench: --width %d: at least %d columns", width, minWidth)
@@ -160,18 +149,21 @@ func (a *app) benchCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.BoolVar(&quick, "quick", false, "sizes 64 and 64k, 100ms per figure: well under a minute")
-	f.StringSliceVar(&methods, "methods", nil, "measure only these methods (comma-separated; default all)")
-	f.StringVar(&sizes, "sizes", "", "message `SIZES`, comma-separated (default 8,64,1k,64k,1m)")
-	f.DurationVar(&opts.Duration, "duration", bench.DefaultDuration, "measured time of each figure")
-	f.DurationVar(&opts.Warmup, "warmup", 0, "traffic before each figure that is not counted (default a quarter of --duration, at least 20ms)")
-	f.DurationVar(&opts.Idle, "idle", bench.DefaultIdle, "window of the idle-cost figures; 0 skips them")
-	f.StringVar(&cpus, "cpu", "", "pin this process to CPU `A` and the peer processes to CPU B (A,B)")
+	f.Var(listValue{&methods, "method", bench.MethodNames()}, "methods", "measure only these methods (default all)")
+	f.Var(sizeListValue{&sizes, &texts}, "sizes", "message sizes (default 8,64,1k,64k,1m)")
+	opts.Duration, opts.Idle = bench.DefaultDuration, bench.DefaultIdle
+	f.Var(durValue{&opts.Duration}, "duration", "measured time of each figure")
+	f.Var(durValue{&opts.Warmup}, "warmup", "traffic before each figure that is not counted (default a quarter of --duration, at least 20ms)")
+	f.Var(durValue{&opts.Idle}, "idle", "window of the idle-cost figures; 0 skips them")
+	f.Var(cpuPairValue{&cpus}, "cpu", "pin this process to CPU A and the peer processes to CPU B")
 	f.BoolVar(&opts.Verify, "verify", false, "compare every byte of every message in throughput runs too (slower)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON (schema "+bench.Schema+")")
-	f.StringVar(&plot, "plot", "", "draw latency percentiles and throughput into `FILE` (.svg or .png)")
-	f.IntVar(&width, "width", 0, "lay the text report out in `COLUMNS` (default: the terminal's width, or 80)")
+	f.StringVar(&plot, "plot", "", "draw latency percentiles and throughput into the file `PATH` (.svg or .png)")
+	cmd.MarkFlagFilename("plot", "svg", "png")
+	f.IntVar(&width, "width", 0, "lay the text report out in `N` columns (default: the terminal's width, or 80)")
 	f.BoolVar(&targets, "targets", false, "end the text report with the project's performance targets checked against this run")
 	f.IntVar(&opts.Load, "load", 0, "keep `N` busy processes (normal priority, not pinned) running during the run")
+	completeEnums(cmd)
 	return cmd
 }
 
@@ -184,49 +176,29 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// parseSizes parses "8,64,1k,64k,1m" (k/K/KiB and m/M/MiB are powers of
-// 1024; a plain SIZE as elsewhere works too).
+// parseSizes parses the LIST of SIZEs "8,64,1k,64k,1m" that bench can
+// measure.
 func parseSizes(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		mult := 1
-		switch {
-		case strings.HasSuffix(f, "k"), strings.HasSuffix(f, "K"):
-			f, mult = f[:len(f)-1], 1<<10
-		case strings.HasSuffix(f, "m"), strings.HasSuffix(f, "M"):
-			f, mult = f[:len(f)-1], 1<<20
-		}
-		n, err := parseSize(f)
-		if err != nil {
-			return nil, err
-		}
-		if n > bench.MaxSize/mult {
-			return nil, fmt.Errorf("size %q is larger than %s", f, bench.SizeString(bench.MaxSize))
-		}
-		n *= mult
-		if n < bench.MinSize {
-			return nil, fmt.Errorf("size %d is smaller than %d bytes (every message carries an 8-byte sequence number)", n, bench.MinSize)
-		}
-		out = append(out, n)
+	var sizes []int
+	var texts []string
+	if err := (sizeListValue{&sizes, &texts}).Set(s); err != nil {
+		return nil, err
 	}
-	return out, nil
+	return sizes, checkBenchSizes(sizes, texts)
 }
 
-func parseCPUs(s string) ([]int, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) != 2 {
-		return nil, fmt.Errorf("%q: want two CPU numbers, A,B", s)
-	}
-	var out []int
-	for _, p := range parts {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("%q is not a CPU number", p)
+// checkBenchSizes refuses sizes bench cannot measure, echoing them as typed.
+func checkBenchSizes(sizes []int, texts []string) error {
+	for i, n := range sizes {
+		switch {
+		case n > bench.MaxSize:
+			return fmt.Errorf("invalid size %q for --sizes: at most %s", texts[i], formatSize(bench.MaxSize))
+		case n < bench.MinSize:
+			return fmt.Errorf("invalid size %q for --sizes: at least %d bytes (every message carries an 8-byte sequence number)",
+				texts[i], bench.MinSize)
 		}
-		out = append(out, n)
 	}
-	return out, nil
+	return nil
 }
 
 func isTerminal(w io.Writer) bool {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"io/fs"
 
 	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -18,27 +20,28 @@ func (a *app) createCmd() *cobra.Command {
 		wake        = "futex"
 		mode        = uint32(shmbus.DefaultMode)
 		failFast    bool
+		asJSON      bool
 	)
+	capFlag := newSizeValue(&capacity)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a bus",
-		Long: `Create the bus NAME. It prints nothing on success.
+		Long: `Create the bus NAME. It prints nothing on success (with --json, the
+bus's configuration as stat --json shows it).
 
 Every lane (one per priority) is a ring of --capacity bytes; a message of up
 to one record (an eighth of a lane by default) travels in one piece, a larger
-one, up to --max-message, in fragments. The library checks the configuration:
-a capacity that is not a power of two from 1KiB to 1GiB, or more than 64
-priorities, is refused with exit status 1. Unparsable values are usage
-errors (exit status 2).`,
+one, up to --max-message, in fragments. A value outside the range its flag's
+help gives (a capacity that is not a power of two from 1KiB to 1GiB, more
+than 64 priorities, ...) is a usage error (exit status 2); a combination the
+library refuses (a record limit above half the capacity) is a runtime error
+(exit status 1).`,
 		Example: `  shmbus create orders --priorities 4 --capacity 4MiB
   shmbus create log --producers single --wake sem --mode 0660`,
 		Args: busArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if priorities < 1 {
-				return usagef("create: --priorities must be at least 1, not %d", priorities)
-			}
-			if peers < 1 {
-				return usagef("create: --peers must be at least 1, not %d", peers)
+			if err := checkCapacity(capFlag); err != nil {
+				return err
 			}
 			opts := &shmbus.Options{
 				Priorities:   priorities,
@@ -62,18 +65,43 @@ errors (exit status 2).`,
 			if err != nil {
 				return err
 			}
+			defer bus.Close()
+			if asJSON {
+				s, err := statBus(bus)
+				if err != nil {
+					return err
+				}
+				if err := writeJSON(a.stdout, s); err != nil {
+					return err
+				}
+			}
 			return bus.Close()
 		},
 	}
 	f := cmd.Flags()
-	f.Var(sizeValue{&capacity}, "capacity", "bytes per lane (a power of two, 1KiB..1GiB)")
-	f.IntVar(&priorities, "priorities", priorities, "`N` priority levels, 0 (least urgent) to N-1")
+	f.Var(capFlag, "capacity", "bytes per lane (a power of two, 1KiB..1GiB)")
+	f.Var(intValue{&priorities, "number of priorities", 1, layout.MaxLanes}, "priorities",
+		fmt.Sprintf("N priority levels (1..%d), 0 (least urgent) to N-1", layout.MaxLanes))
 	f.Var(enumValue{&producers, []string{"single", "multi"}}, "producers", "one producer at a time (wait-free) or any number")
-	f.Var(sizeValue{&maxMessage}, "max-message", "largest message")
-	f.Var(sizeValue{&recordLimit}, "record-limit", "largest record in a lane, header included (default capacity/8)")
+	f.Var(newSizeValue(&maxMessage), "max-message", "largest message")
+	f.Var(newSizeValue(&recordLimit), "record-limit", "largest record in a lane, header included (default capacity/8)")
 	f.Var(modeValue{&mode}, "mode", "permission bits of the segment (and semaphore set)")
 	f.Var(enumValue{&wake, []string{"futex", "sem"}}, "wake", "how sleepers are woken: futexes or a System V semaphore set")
-	f.IntVar(&peers, "peers", peers, "at most `N` peers (producers and the consumer) attached at once")
+	f.Var(intValue{&peers, "number of peers", 1, layout.MaxPeerSlots}, "peers",
+		fmt.Sprintf("at most N peers (producers and the consumer) attached at once (1..%d)", layout.MaxPeerSlots))
 	f.BoolVar(&failFast, "fail-fast", false, "a full lane fails sends at once instead of making them wait")
+	f.BoolVar(&asJSON, "json", false, "print the new bus's configuration as JSON (as stat --json)")
+	completeEnums(cmd)
 	return cmd
+}
+
+// checkCapacity refuses a --capacity that no bus can have, echoing it as
+// typed.
+func checkCapacity(v sizeValue) error {
+	n := *v.n
+	if n < layout.MinCapacity || n > layout.MaxCapacity || n&(n-1) != 0 {
+		return usagef("create: invalid capacity %q for --capacity: want a power of two from %s to %s",
+			v.Typed(), formatSize(layout.MinCapacity), formatSize(layout.MaxCapacity))
+	}
+	return nil
 }

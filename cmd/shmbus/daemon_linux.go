@@ -39,8 +39,8 @@ func (a *app) daemonCmd() *cobra.Command {
 	var (
 		socket  string
 		metrics string
-		mode    uint32
-		poll    time.Duration
+		mode    = uint32(0o666)
+		poll    = 50 * time.Millisecond
 		quiet   bool
 	)
 	cmd := &cobra.Command{
@@ -72,10 +72,11 @@ socket and exits with status 0.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&socket, "socket", "", "socket path (default $SHMBUS_SOCKET, else $XDG_RUNTIME_DIR/shmbus.sock, or /run/shmbus/shmbus.sock for root)")
-	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (host:port)")
-	f.Uint32Var(&mode, "socket-mode", 0o666, "permission bits of the socket (buses have their own)")
-	f.DurationVar(&poll, "poll", 50*time.Millisecond, "how often peer tables are scanned for joins, departures and deaths")
+	f.StringVar(&socket, "socket", "", "listen on the socket `PATH` (default $SHMBUS_SOCKET, else $XDG_RUNTIME_DIR/shmbus.sock, or /run/shmbus/shmbus.sock for root)")
+	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics on `ADDR` (host:port)")
+	f.Var(modeValue{&mode}, "socket-mode", "permission bits of the socket (buses have their own)")
+	f.Var(durValue{&poll}, "poll", "how often peer tables are scanned for joins, departures and deaths")
+	cmd.RegisterFlagCompletionFunc("metrics", cobra.NoFileCompletions)
 	f.BoolVar(&quiet, "quiet", false, "do not log connections and leases on stderr")
 	return cmd
 }

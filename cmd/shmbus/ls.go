@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -10,16 +9,22 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// lsEntry is one bus in ls, also its JSON form.
+// lsEntry is one bus in ls, also its JSON form: the name and either the
+// bus's figures or, for a bus that could not be read, its error (and no
+// figures, which would be made up).
 type lsEntry struct {
-	Name       string `json:"name"`
-	Size       uint64 `json:"size,omitempty"`
-	Priorities int    `json:"priorities,omitempty"`
+	Name string `json:"name"`
+	*lsFigures
+	Error string `json:"error,omitempty"`
+}
+
+type lsFigures struct {
+	Size       uint64 `json:"size"`
+	Priorities int    `json:"priorities"`
 	Messages   uint64 `json:"messages"`
 	Bytes      uint64 `json:"bytes"`
 	Peers      int    `json:"peers"`
-	Wake       string `json:"wake,omitempty"`
-	Error      string `json:"error,omitempty"`
+	Wake       string `json:"wake"`
 }
 
 func (a *app) lsCmd() *cobra.Command {
@@ -30,7 +35,9 @@ func (a *app) lsCmd() *cobra.Command {
 		Long: `List the buses in the directory: size of the segment, priorities, messages
 waiting, ring bytes in use and live peers. A bus that cannot be opened
 (corrupt, not a segment, permission denied, ...) is listed with its error;
-the exit status is still 0.`,
+the exit status is still 0. With --json, ls prints one object per bus and
+line: {"name":...,"size":...} or, for a bus it cannot read,
+{"name":...,"error":...}.`,
 		Aliases: []string{"list"},
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -43,9 +50,12 @@ the exit status is still 0.`,
 				entries = append(entries, a.lsEntry(name))
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(entries)
+				for _, e := range entries {
+					if err := writeJSON(a.stdout, e); err != nil {
+						return err
+					}
+				}
+				return nil
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tSIZE\tPRIO\tMSGS\tBYTES\tPEERS\tWAKE\tSTATUS")
@@ -60,7 +70,7 @@ the exit status is still 0.`,
 			return w.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per bus and line")
 	return cmd
 }
 
@@ -77,11 +87,12 @@ func (a *app) lsEntry(name string) lsEntry {
 		e.Error = err.Error()
 		return e
 	}
-	e.Size, e.Priorities, e.Messages, e.Bytes, e.Wake = s.Size, s.Priorities, s.Messages, s.Bytes, s.Wake
+	f := &lsFigures{Size: s.Size, Priorities: s.Priorities, Messages: s.Messages, Bytes: s.Bytes, Wake: s.Wake}
 	for _, p := range s.Peers {
 		if p.Alive {
-			e.Peers++
+			f.Peers++
 		}
 	}
+	e.lsFigures = f
 	return e
 }

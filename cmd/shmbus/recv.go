@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/shmbus/shmbus"
@@ -15,7 +16,7 @@ import (
 
 func (a *app) recvCmd() *cobra.Command {
 	var (
-		count   int
+		count   = 1
 		timeout time.Duration
 		format  = "text"
 		stream  bool
@@ -23,9 +24,9 @@ func (a *app) recvCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "recv NAME",
 		Short: "Receive messages, or a byte stream to stdout",
-		Long: `Receive COUNT messages from the bus NAME and write them to stdout, the
-oldest message of the highest priority first. recv takes the bus's consumer
-role: one recv (or other consumer) per bus at a time.
+		Long: `Receive N messages (-n N, default 1) from the bus NAME and write them
+to stdout, the oldest message of the highest priority first. recv takes the
+bus's consumer role: one recv (or other consumer) per bus at a time.
 
 Formats:
   text  each message followed by a newline
@@ -33,7 +34,7 @@ Formats:
         (standard base64 of the message)
   raw   the messages back to back, nothing added
 
---timeout is the time allowed for all COUNT messages: if fewer arrive, the
+--timeout is the time allowed for all N messages: if fewer arrive, the
 ones that did are written and the exit status is 3. With -n 0, recv
 receives until the timeout passes, then exits with status 0 (or, without a
 timeout, until it is interrupted: exit status 130). A message is taken off
@@ -50,10 +51,6 @@ to stdout, exactly, and exits 0 at its end.`,
 		ValidArgsFunction: a.completeBuses,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
-			case count < 0:
-				return usagef("recv: -n must not be negative")
-			case timeout < 0:
-				return usagef("recv: --timeout must not be negative")
 			case stream && (cmd.Flags().Changed("count") || cmd.Flags().Changed("format")):
 				return usagef("recv: --stream takes neither -n nor --format")
 			}
@@ -62,10 +59,11 @@ to stdout, exactly, and exits 0 at its end.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVarP(&count, "count", "n", 1, "receive `COUNT` messages (0 = until the timeout or an interrupt)")
-	f.DurationVar(&timeout, "timeout", 0, "give up after `DUR` for all the messages (0 = forever)")
+	f.VarP(intValue{&count, "count", 0, math.MaxInt}, "count", "n", "receive N messages (0 = until the timeout or an interrupt)")
+	f.Var(durValue{&timeout}, "timeout", "give up after DUR for all the messages (0 = forever)")
 	f.Var(enumValue{&format, []string{"text", "json", "raw"}}, "format", "output format")
 	f.BoolVar(&stream, "stream", false, "write the byte stream sent by 'send --stream' to stdout")
+	completeEnums(cmd)
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shmbus/shmbus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit statuses.
@@ -37,6 +39,15 @@ func (e *usageError) Unwrap() error { return errUsage }
 func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
+
+// quietError is msg, wrapping err without repeating err's text.
+type quietError struct {
+	msg string
+	err error
+}
+
+func (e *quietError) Error() string { return e.msg }
+func (e *quietError) Unwrap() error { return e.err }
 
 // timeoutError is a --timeout that passed; it wraps context.DeadlineExceeded.
 type timeoutError struct{ after time.Duration }
@@ -98,6 +109,18 @@ func onBus(verb, prep, name string, err error) string {
 	return fmt.Sprintf("%s %s bus %q", verb, prep, name)
 }
 
+// writeJSON writes v as one line of compact JSON: the form of every --json
+// output (one object per line, so that a stream of them reads as JSON
+// Lines).
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
 // errorLine is the one line printed for err on stderr.
 func errorLine(err error) string {
 	return "shmbus: " + strings.Join(strings.Fields(err.Error()), " ")
@@ -145,16 +168,23 @@ messages and byte streams over them.
 
 A bus NAME is the file shmbus.NAME in /dev/shm, or in $SHMBUS_DIR, or in the
 directory given with --dir. Names are 1-200 characters of [A-Za-z0-9._-]
-without "..".
+that start with a letter, a digit or "_" (not "-", which reads as an
+option, nor ".", which hides the file), without "..".
 
-SIZE arguments are a whole number of bytes, optionally followed (without a
-space) by B, KiB, MiB, GiB or TiB: 4096, 64KiB, 1MiB. Anything else is a
-usage error. A value that parses but the library refuses as configuration
-(a lane capacity that is not a power of two, too many priorities, ...) is a
-runtime error.
-
-DURATION arguments are Go durations: 500ms, 2s, 1m30s. A --timeout of 0
-waits forever.
+Values of flags, by the name the help gives them:
+  SIZE   a whole number of bytes, optionally followed (without a space) by
+         a unit: k, M, G or T, also written KiB, MiB, GiB, TiB (powers of
+         1024; any case), or B: 4096, 64k, 64KiB, 1M, 1MiB. KB, MB, ...
+         are refused: they may mean powers of 1000.
+  DUR    a duration: a number with a unit (500ms, 2s, 1m30s) or a plain
+         number of seconds (2, 0.5). A --timeout of 0 waits forever.
+  N      a whole number, within the range the flag's help gives
+  OCTAL  permission bits in octal: 0600, 0660
+  LIST   comma-separated values: 8,64,1k or pipe,shmbus-futex
+  PATH   a file or directory
+A value that does not parse, or lies outside the range the help gives, is a
+usage error. One the library refuses in combination (a --record-limit
+larger than half the --capacity, ...) is a runtime error.
 
 Errors are one line on stderr, "shmbus: ...". Exit status:
   0    success
@@ -175,16 +205,25 @@ func (a *app) rootCmd() *cobra.Command {
 		Version:       moduleVersion(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Args:          cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			hint := ""
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = fmt.Sprintf(": did you mean %s?", strings.Join(s, " or "))
+			}
+			return fmt.Errorf("unknown command %q%s (see 'shmbus --help')", args[0], hint)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return usagef("missing command (see 'shmbus --help')")
 		},
 	}
+	root.SuggestionsMinimumDistance = 2 // "crate": did you mean create?
 	root.SetVersionTemplate("shmbus {{.Version}}\n")
-	root.PersistentFlags().StringVar(&a.dir, "dir", "", "look for buses in `DIR` (default $SHMBUS_DIR or /dev/shm)")
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return fmt.Errorf("%s: %w (see '%s --help')", cmd.Name(), err, cmd.CommandPath())
-	})
+	root.PersistentFlags().StringVar(&a.dir, "dir", "", "look for buses in the directory `PATH` (default $SHMBUS_DIR or /dev/shm)")
+	root.MarkPersistentFlagDirname("dir")
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(
 		a.createCmd(),
 		a.sendCmd(),
@@ -199,6 +238,25 @@ func (a *app) rootCmd() *cobra.Command {
 		a.versionCmd(),
 	)
 	return root
+}
+
+// flagError is the error of a flag that does not parse: one line that
+// names the command and the flag and echoes the value as typed.
+func flagError(cmd *cobra.Command, err error) error {
+	var iv *pflag.InvalidValueError
+	if errors.As(err, &iv) {
+		name := "--" + iv.GetFlag().Name
+		var ve *valueError
+		switch {
+		case errors.As(iv, &ve):
+			err = fmt.Errorf("invalid %s %q for %s: %s", ve.what, ve.text, name, ve.reason)
+		case iv.GetFlag().Value.Type() == "bool":
+			err = fmt.Errorf("invalid value %q for %s: want true or false", iv.GetValue(), name)
+		default:
+			err = fmt.Errorf("invalid value %q for %s: %w", iv.GetValue(), name, errors.Unwrap(iv))
+		}
+	}
+	return fmt.Errorf("%s: %w (see '%s --help')", cmd.Name(), err, cmd.CommandPath())
 }
 
 // openOptions are the options of every Open.

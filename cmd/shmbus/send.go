@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -57,8 +59,6 @@ the bus's maximum is refused with exit status 1.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, msgs := args[0], args[1:]
 			switch {
-			case timeout < 0:
-				return usagef("send: --timeout must not be negative")
 			case raw && stream:
 				return usagef("send: --raw and --stream exclude each other")
 			case (raw || stream) && len(msgs) > 0:
@@ -69,8 +69,8 @@ the bus's maximum is refused with exit status 1.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVarP(&prio, "priority", "p", 0, "send at priority `P`, 0 (least urgent) to the bus's priorities-1")
-	f.DurationVar(&timeout, "timeout", 0, "wait at most `DUR` for room for each message, or for the whole --stream (0 = forever)")
+	f.VarP(intValue{&prio, "priority", 0, layout.MaxLanes - 1}, "priority", "p", "send at priority N, 0 (least urgent) to the bus's priorities-1")
+	f.Var(durValue{&timeout}, "timeout", "wait at most DUR for room for each message, or for the whole --stream (0 = forever)")
 	f.BoolVar(&raw, "raw", false, "send all of stdin as one message")
 	f.BoolVar(&stream, "stream", false, "send stdin as a byte stream")
 	return cmd
@@ -153,7 +153,7 @@ func (s *sender) send(ctx context.Context, msg []byte) error {
 	if err := s.p.Send(ctx, msg, s.prio); err != nil {
 		switch {
 		case errors.Is(err, shmbus.ErrTooLarge):
-			return s.tooLarge(fmt.Sprint(len(msg)))
+			return s.tooLarge(strconv.Itoa(len(msg)))
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("send to bus %q: %w waiting for room (%d message(s) sent before)",
 				s.name, ctxError(err, s.timeout), s.sent)
@@ -164,9 +164,11 @@ func (s *sender) send(ctx context.Context, msg []byte) error {
 	return nil
 }
 
+// tooLarge is the error for message s.sent+1, of size bytes, larger than
+// the bus accepts; it wraps shmbus.ErrTooLarge.
 func (s *sender) tooLarge(size string) error {
-	return fmt.Errorf("send to bus %q: message %d is %s bytes, larger than the bus maximum of %d bytes: %w",
-		s.name, s.sent+1, size, s.bus.MaxMessage(), shmbus.ErrTooLarge)
+	return &quietError{fmt.Sprintf("send to bus %q: message %d of %s bytes exceeds the bus's max message of %d bytes",
+		s.name, s.sent+1, size, s.bus.MaxMessage()), shmbus.ErrTooLarge}
 }
 
 // lines sends stdin one line at a time.
@@ -210,7 +212,7 @@ func (s *sender) raw(ctx context.Context, in io.Reader) error {
 	}
 	if len(msg) > max {
 		rest, _ := io.Copy(io.Discard, in)
-		return s.tooLarge(fmt.Sprint(int64(len(msg)) + rest))
+		return s.tooLarge(strconv.FormatInt(int64(len(msg))+rest, 10))
 	}
 	return s.send(ctx, msg)
 }

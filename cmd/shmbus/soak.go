@@ -6,6 +6,7 @@ import (
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/bench"
+	"github.com/shmbus/shmbus/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -25,16 +26,12 @@ It prints the counts once a second and a summary at the end, and exits with
 status 1 if anything was wrong. The bus is removed at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch wake {
-			case "futex":
-				opts.Wake = shmbus.WakeFutex
-			case "sem":
+			opts.Wake = shmbus.WakeFutex
+			if wake == "sem" {
 				opts.Wake = shmbus.WakeSem
-			default:
-				return usagef("soak: --wake %q: want futex or sem", wake)
 			}
-			if opts.Duration <= 0 || opts.Producers < 1 || opts.Priorities < 1 {
-				return usagef("soak: --duration, --producers and --priorities must be positive")
+			if opts.Duration <= 0 {
+				return usagef("soak: --duration must be positive")
 			}
 			opts.Dir = a.dir
 			opts.Progress = func(r bench.SoakReport) { fmt.Fprintf(a.stderr, "soak: %v\n", r) }
@@ -50,9 +47,15 @@ status 1 if anything was wrong. The bus is removed at the end.`,
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&opts.Duration, "duration", 30*time.Second, "how long producers send")
-	f.IntVar(&opts.Producers, "producers", 3, "producers")
-	f.IntVar(&opts.Priorities, "priorities", 3, "priority levels")
-	f.StringVar(&wake, "wake", "futex", "wake mode: futex or sem")
+	opts.Duration, opts.Producers, opts.Priorities, wake = 30*time.Second, 3, 3, "futex"
+	f.Var(durValue{&opts.Duration}, "duration", "how long producers send")
+	// Each producer and the consumer take a peer slot of the bus.
+	maxProducers := shmbus.DefaultPeerSlots - 1
+	f.Var(intValue{&opts.Producers, "number of producers", 1, maxProducers}, "producers",
+		fmt.Sprintf("N producers (1..%d)", maxProducers))
+	f.Var(intValue{&opts.Priorities, "number of priorities", 1, layout.MaxLanes}, "priorities",
+		fmt.Sprintf("N priority levels (1..%d)", layout.MaxLanes))
+	f.Var(enumValue{&wake, []string{"futex", "sem"}}, "wake", "how sleepers are woken")
+	completeEnums(cmd)
 	return cmd
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -32,16 +34,22 @@ Producers and the consumer add their counts to the bus every 256 messages
 and whenever they go idle, so while traffic flows the counters may trail by
 a few hundred messages; the ring bytes in use are always exact.
 
+A sem-mode bus shows the id of its System V semaphore set, as ipcs(1)
+lists it.
+
+Figures of a million or more are shown rounded to three digits with k, M,
+G or T (powers of 1000); --json has them exact.
+
 --watch redraws the screen every --interval until interrupted (which ends it
-with exit status 0); with --json it prints one object per line instead.`,
+with exit status 0), under a line with the interval and the time, and adds
+the rates since the previous refresh: messages and bytes per second in and
+out of each priority (from the counters, so they trail as the counters do).
+With --json it prints one object per refresh and line instead.`,
 		Args:              busArgs(1),
 		ValidArgsFunction: a.completeBuses,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if interval <= 0 {
 				return usagef("stat: --interval must be positive")
-			}
-			if iterations < 0 {
-				return usagef("stat: --iterations must not be negative")
 			}
 			bus, err := shmbus.Open(args[0], a.openOptions())
 			if err != nil {
@@ -49,11 +57,12 @@ with exit status 0); with --json it prints one object per line instead.`,
 			}
 			defer bus.Close()
 			if !watch {
-				return a.stat(bus, asJSON, false)
+				return a.stat(bus, asJSON)
 			}
 			ctx := cmd.Context()
 			t := time.NewTicker(interval)
 			defer t.Stop()
+			w := &watcher{interval: interval}
 			for i := 0; iterations == 0 || i < iterations; i++ {
 				if i > 0 {
 					select {
@@ -62,7 +71,7 @@ with exit status 0); with --json it prints one object per line instead.`,
 					case <-t.C:
 					}
 				}
-				if err := a.stat(bus, asJSON, true); err != nil {
+				if err := a.watchOnce(w, bus, asJSON); err != nil {
 					return err
 				}
 			}
@@ -72,8 +81,8 @@ with exit status 0); with --json it prints one object per line instead.`,
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVarP(&watch, "watch", "w", false, "refresh every --interval until interrupted")
-	f.DurationVar(&interval, "interval", interval, "refresh --watch every `DUR`")
-	f.IntVar(&iterations, "iterations", 0, "stop --watch after this many refreshes (0 = never)")
+	f.Var(durValue{&interval}, "interval", "refresh --watch every DUR")
+	f.Var(intValue{&iterations, "number of refreshes", 0, math.MaxInt}, "iterations", "stop --watch after N refreshes (0 = never)")
 	f.MarkHidden("iterations")
 	return cmd
 }
@@ -93,6 +102,7 @@ type busStat struct {
 	Producers        string     `json:"producers"`
 	FailFast         bool       `json:"fail_fast"`
 	Wake             string     `json:"wake"`
+	SemID            *int32     `json:"sem_id,omitempty"` // sem mode: the System V semaphore set
 	PeerSlots        uint32     `json:"peer_slots"`
 	Created          time.Time  `json:"created"`
 	CreatorPID       uint32     `json:"creator_pid"`
@@ -164,6 +174,10 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 	if h.Flags&layout.FlagMultiProducer != 0 {
 		s.Producers = "multi"
 	}
+	if bus.WakeMode() == shmbus.WakeSem {
+		id := h.SemID
+		s.SemID = &id
+	}
 	if len(h.Lanes) > 0 {
 		s.LaneCapacity = h.Lanes[0].Capacity
 		s.RecordLimit = h.Lanes[0].RecordLimit
@@ -195,25 +209,116 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 	return s, nil
 }
 
-// stat prints one report on bus; clear clears the screen first (unless JSON).
-func (a *app) stat(bus *shmbus.Bus, asJSON, clear bool) error {
+// stat prints one report on bus.
+func (a *app) stat(bus *shmbus.Bus, asJSON bool) error {
 	s, err := statBus(bus)
 	if err != nil {
 		return err
 	}
-	var b bytes.Buffer
 	if asJSON {
-		if err := json.NewEncoder(&b).Encode(s); err != nil {
-			return err
-		}
-	} else {
-		if clear {
-			b.WriteString("\x1b[H\x1b[2J")
-		}
-		s.writeText(&b)
+		return writeJSON(a.stdout, s)
 	}
+	var b bytes.Buffer
+	s.writeText(&b)
 	_, err = a.stdout.Write(b.Bytes())
 	return err
+}
+
+// watcher keeps the previous report of stat --watch, for the rates.
+type watcher struct {
+	interval time.Duration
+	prev     *busStat
+	prevAt   time.Time
+}
+
+// watchOnce prints one refresh of --watch: in text, the screen cleared, a
+// header line, the report and the rates since the previous refresh.
+func (a *app) watchOnce(w *watcher, bus *shmbus.Bus, asJSON bool) error {
+	s, err := statBus(bus)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(a.stdout, s)
+	}
+	now := time.Now()
+	var b bytes.Buffer
+	b.WriteString("\x1b[H\x1b[2J")
+	writeWatchHeader(&b, w.interval, s.Name, now)
+	s.writeText(&b)
+	fmt.Fprintln(&b)
+	writeRates(&b, w.prev, s, now.Sub(w.prevAt))
+	w.prev, w.prevAt = s, now
+	_, err = a.stdout.Write(b.Bytes())
+	return err
+}
+
+// watchWidth is the width the header line of --watch fills.
+const watchWidth = 80
+
+// writeWatchHeader writes watch(1)'s kind of header: the interval and the
+// command on the left, the time on the right, then an empty line.
+func writeWatchHeader(out io.Writer, interval time.Duration, name string, now time.Time) {
+	left := fmt.Sprintf("Every %v: shmbus stat %s", interval, name)
+	right := now.Format("2006-01-02 15:04:05")
+	pad := max(watchWidth-len(left)-len(right), 2)
+	fmt.Fprintf(out, "%s%*s%s\n\n", left, pad, "", right)
+}
+
+// writeRates writes, per priority, the messages and bytes per second that
+// went in and out between prev and cur, elapsed apart.
+func writeRates(out io.Writer, prev, cur *busStat, elapsed time.Duration) {
+	if prev == nil || elapsed <= 0 || len(prev.Lanes) != len(cur.Lanes) {
+		fmt.Fprintln(out, "rates: from the next refresh on")
+		return
+	}
+	fmt.Fprintf(out, "rates over the last %v:\n", elapsed.Round(time.Millisecond))
+	w := tabwriter.NewWriter(out, 0, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "PRIO\tMSGS/S IN\tBYTES/S IN\tMSGS/S OUT\tBYTES/S OUT\t")
+	secs := elapsed.Seconds()
+	rate := func(a, b uint64) string { return compactFloat(float64(sub(a, b)) / secs) }
+	for i, l := range cur.Lanes {
+		p := prev.Lanes[i]
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t\n", l.Priority, rate(l.MsgsIn, p.MsgsIn), rate(l.BytesIn, p.BytesIn),
+			rate(l.MsgsOut, p.MsgsOut), rate(l.BytesOut, p.BytesOut))
+	}
+	w.Flush()
+}
+
+// compactCount writes a count exactly below a million, else rounded to three
+// digits with k, M, G, T, P or E (powers of 1000), so that a column of
+// counters stays at most 6 characters wide.
+func compactCount(n uint64) string {
+	if n < 1e6 {
+		return strconv.FormatUint(n, 10)
+	}
+	return compactFloat(float64(n))
+}
+
+// compactFloat writes v with at most three significant digits and a unit
+// of powers of 1000: 0, 0.5, 12, 999, 1.23k, 45.6M.
+func compactFloat(v float64) string {
+	const units = " kMGTPE"
+	i := 0
+	for v >= 999.5 && i < len(units)-1 {
+		v /= 1000
+		i++
+	}
+	var s string
+	switch {
+	case v == 0:
+		s = "0"
+	case v < 9.995:
+		s = strconv.FormatFloat(v, 'f', 2, 64)
+	case v < 99.95:
+		s = strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		s = strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s + strings.TrimSpace(units[i:i+1])
 }
 
 func yesNo(b bool) string {
@@ -238,6 +343,9 @@ func (s *busStat) writeText(out io.Writer) {
 	fmt.Fprintf(w, "producers:\t%s\n", s.Producers)
 	fmt.Fprintf(w, "fail-fast:\t%s\n", yesNo(s.FailFast))
 	fmt.Fprintf(w, "wake:\t%s\n", s.Wake)
+	if s.SemID != nil {
+		fmt.Fprintf(w, "semaphore set:\tid %d (ipcs -s -i %d)\n", *s.SemID, *s.SemID)
+	}
 	fmt.Fprintf(w, "peer slots:\t%d\n", s.PeerSlots)
 	fmt.Fprintf(w, "waiting:\t%d messages, %d ring bytes\n", s.Messages, s.Bytes)
 	fmt.Fprintf(w, "consumer sleeps/wakes:\t%d/%d\n", s.ConsumerSleeps, s.ConsumerWakes)
@@ -245,10 +353,12 @@ func (s *busStat) writeText(out io.Writer) {
 
 	fmt.Fprintln(out)
 	w = tabwriter.NewWriter(out, 0, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "PRIO\tMSGS\tRING BYTES\tMSGS IN\tBYTES IN\tMSGS OUT\tBYTES OUT\tFULL\tRECOVERED\tP.SLEEPS\tP.WAKES\t")
+	// At most 6 characters a figure (compact): 96 columns at most.
+	fmt.Fprintln(w, "PRIO\tMSGS\tRING BYTES\tMSGS IN\tBYTES IN\tMSGS OUT\tBYTES OUT\tFULL\tRECOV\tP.SLEEP\tP.WAKE\t")
 	for _, l := range s.Lanes {
-		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", l.Priority, l.Messages, l.Bytes,
-			l.MsgsIn, l.BytesIn, l.MsgsOut, l.BytesOut, l.FullEvents, l.Recovered, l.ProducerSleeps, l.ProducerWakes)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", l.Priority, compactCount(l.Messages), compactCount(l.Bytes),
+			compactCount(l.MsgsIn), compactCount(l.BytesIn), compactCount(l.MsgsOut), compactCount(l.BytesOut), compactCount(l.FullEvents),
+			compactCount(l.Recovered), compactCount(l.ProducerSleeps), compactCount(l.ProducerWakes))
 	}
 	w.Flush()
 

@@ -86,7 +86,9 @@ func Dir() string {
 }
 
 // ValidateName checks a bus name: 1..MaxNameLen characters from
-// [A-Za-z0-9._-], not "." or "..", and no ".." anywhere.
+// [A-Za-z0-9._-] that start with a letter, a digit or "_", and no ".."
+// anywhere. A leading "-" would read as an option on a command line, and a
+// leading "." hides the file from ls(1).
 func ValidateName(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: empty name", ErrBadName)
@@ -100,8 +102,11 @@ func ValidateName(name string) error {
 			return fmt.Errorf("%w: %q: byte %#x at %d is not one of [A-Za-z0-9._-]", ErrBadName, name, c, i)
 		}
 	}
-	if name == "." || strings.Contains(name, "..") {
-		return fmt.Errorf("%w: %q: \".\" and \"..\" are not allowed", ErrBadName, name)
+	if c := name[0]; c == '-' || c == '.' {
+		return fmt.Errorf("%w: %q starts with %q (a name must start with a letter, a digit or \"_\")", ErrBadName, name, c)
+	}
+	if strings.Contains(name, "..") {
+		return fmt.Errorf("%w: %q: \"..\" is not allowed", ErrBadName, name)
 	}
 	return nil
 }

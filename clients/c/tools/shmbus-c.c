@@ -2,9 +2,10 @@
  * shmbus-c - command-line tool over the shmbus C client, for users and for
  * the interoperability tests (the _test.go files of clients/c).
  *
- *   shmbus-c send    BUS [-p PRIO] [MESSAGE...]      (no MESSAGE: one message per stdin line)
- *   shmbus-c recv    BUS [-n COUNT] [--timeout-ms T] (prints each message and a newline; -n 0: all there are)
+ *   shmbus-c send    BUS [-p N] [--timeout DUR] [--] [MESSAGE...]
+ *   shmbus-c recv    BUS [-n N] [--timeout DUR]
  *   shmbus-c info    BUS
+ *   shmbus-c help
  *   shmbus-c produce BUS --id K --count N [options]  (checksummed test messages, below)
  *   shmbus-c consume BUS --count N [--exact] [--log] [--timeout-ms T]
  *   shmbus-c open-many PATH...                      (attach to each, report; for corrupt-segment tests)
@@ -16,7 +17,15 @@
  * of bus NAME from the daemon at SOCKET; the connection, the process's
  * lease on the bus, stays open until the tool exits.
  *
- * Exit status: 0 success, 1 runtime error, 2 usage error, 3 timeout.
+ * send and recv behave as `shmbus send` and `shmbus recv` (text format):
+ * send sends each MESSAGE, or each line of stdin, at priority N; recv
+ * prints N messages (default 1), each followed by a newline, and with -n 0
+ * receives until --timeout passes (exit status 0) or until interrupted.
+ * DUR is a number with a unit (500ms, 2s, 1m30s) or a plain number of
+ * seconds; --timeout-ms T (milliseconds) is the older spelling.
+ *
+ * Exit status: 0 success, 1 runtime error, 2 usage error (also an invalid
+ * bus name), 3 timeout, 130 interrupted (SIGINT or SIGTERM).
  *
  * Test messages (the same in the Go tests, clients/c/testmsg_test.go): a
  * 20-byte little-endian header {u32 producer, u32 seq, u32 size, u32 prio,
@@ -40,16 +49,124 @@
 
 static const char *prog = "shmbus-c";
 
+static const char help_text[] =
+	"usage: shmbus-c COMMAND ARGS...\n"
+	"\n"
+	"  send BUS [-p N] [--timeout DUR] [--] [MESSAGE...]\n"
+	"        send each MESSAGE (without one: each line of stdin) at priority N\n"
+	"  recv BUS [-n N] [--timeout DUR]\n"
+	"        print N messages (default 1), each and a newline; -n 0: until the\n"
+	"        timeout (exit 0) or an interrupt\n"
+	"  info BUS\n"
+	"        print the bus's configuration\n"
+	"  produce BUS --id K --count N [options]    send checksummed test messages\n"
+	"  consume BUS --count N [--exact] [--log] [--timeout-ms T]\n"
+	"        receive and verify them\n"
+	"  open-many PATH...                         attach to each and report\n"
+	"  daemon-open SOCKET NAME [--no-fd]         ask the daemon for a bus\n"
+	"  help                                      this text\n"
+	"\n"
+	"BUS is a bus name (in $SHMBUS_DIR or /dev/shm), a path (with a '/'), fd:N\n"
+	"for an inherited descriptor, or daemon:[SOCKET:]NAME. DUR is a number\n"
+	"with a unit (500ms, 2s, 1m30s) or a plain number of seconds.\n"
+	"Exit status: 0 success, 1 runtime error, 2 usage error, 3 timeout,\n"
+	"130 interrupted.\n";
+
+/* exit_status is the exit status for a failure of the library: 2 for a bus
+ * name that is not one (a usage error, as for the shmbus command), 3 for a
+ * timeout, 1 for the rest. */
+static int exit_status(int rc)
+{
+	switch (rc) {
+	case SHMBUS_ERR_BAD_NAME: return 2;
+	case SHMBUS_ERR_TIMEOUT: return 3;
+	default: return 1;
+	}
+}
+
 static int die_rc(int rc, const char *what)
 {
 	fprintf(stderr, "%s: %s: %s\n", prog, what, shmbus_last_error());
-	return rc == SHMBUS_ERR_TIMEOUT ? 3 : 1;
+	return exit_status(rc);
 }
 
 static int usage(const char *msg)
 {
-	fprintf(stderr, "%s: %s\n(see the comment at the top of tools/shmbus-c.c, or clients/c/README.md)\n", prog, msg);
+	fprintf(stderr, "%s: %s (see '%s help')\n", prog, msg, prog);
 	return 2;
+}
+
+/* SIGINT and SIGTERM end send and recv cleanly: what was received is
+ * written out, and the exit status is 130. */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static void catch_signals(void)
+{
+	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: waits return */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* parse_dur reads a DUR as the shmbus command does: a number with a unit
+ * (ns, us, ms, s, m, h; several in a row, as 1m30s) or a plain number of
+ * seconds. *ms gets it in milliseconds, rounded up. */
+static bool parse_dur(const char *s, long *ms)
+{
+	static const struct {
+		const char *unit;
+		double seconds;
+	} units[] = {{"ns", 1e-9}, {"us", 1e-6}, {"ms", 1e-3}, {"s", 1}, {"m", 60}, {"h", 3600}};
+	double total = 0;
+	for (const char *p = s; *p;) {
+		const char *q = p;
+		while ((*q >= '0' && *q <= '9') || *q == '.')
+			q++;
+		char num[32];
+		if (q == p || q - p >= (long)sizeof num)
+			return false;
+		memcpy(num, p, (size_t)(q - p));
+		num[q - p] = 0;
+		char *end;
+		double v = strtod(num, &end);
+		if (*end)
+			return false;
+		if (!*q) { /* a plain number: seconds, but only on its own */
+			if (p != s)
+				return false;
+			total = v;
+			break;
+		}
+		size_t k = 0, len = 0;
+		for (; k < sizeof units / sizeof units[0]; k++) {
+			len = strlen(units[k].unit);
+			if (!strncmp(q, units[k].unit, len))
+				break;
+		}
+		if (k == sizeof units / sizeof units[0])
+			return false;
+		total += v * units[k].seconds;
+		p = q + len;
+	}
+	if (!*s || total * 1000 > 1 << 30)
+		return false;
+	*ms = (long)(total * 1000);
+	if ((double)*ms < total * 1000)
+		(*ms)++;
+	return true;
 }
 
 /* The daemon connection of a bus attached as daemon:SOCKET:NAME: the
@@ -204,8 +321,13 @@ static long argl(const char *s, const char *name, long lo, long hi, bool *bad)
 	char *end;
 	errno = 0;
 	long v = strtol(s, &end, 0);
-	if (errno || *end || v < lo || v > hi) {
-		fprintf(stderr, "%s: bad %s %s\n", prog, name, s);
+	if (errno || *end || !*s || v < lo || v > hi) {
+		if (errno == ERANGE)
+			fprintf(stderr, "%s: invalid %s \"%s\": too large\n", prog, name, s);
+		else if (errno || *end || !*s)
+			fprintf(stderr, "%s: invalid %s \"%s\": not a number\n", prog, name, s);
+		else
+			fprintf(stderr, "%s: invalid %s \"%s\": want %ld to %ld\n", prog, name, s, lo, hi);
 		*bad = true;
 	}
 	return v;
@@ -430,19 +552,52 @@ static int cmd_consume(int argc, char **argv)
 
 /* ---- send, recv, info, open-many ---- */
 
+/* timeout_opt reads the value of --timeout DUR or --timeout-ms T into
+ * *ms and *shown (the timeout as error messages write it). */
+static bool timeout_opt(const char *opt, const char *v, long *ms, char *shown, size_t n)
+{
+	bool bad = false;
+	if (!strcmp(opt, "--timeout-ms")) {
+		*ms = argl(v, "timeout", 0, 1 << 30, &bad);
+		snprintf(shown, n, "%ldms", *ms);
+		return !bad;
+	}
+	if (!parse_dur(v, ms)) {
+		fprintf(stderr, "%s: invalid duration \"%s\" for --timeout: use a number with a unit (500ms, 2s, 1m30s) or a number of seconds\n",
+		        prog, v);
+		return false;
+	}
+	snprintf(shown, n, "%s", v);
+	return true;
+}
+
 static int cmd_send(int argc, char **argv)
 {
 	if (argc < 1)
-		return usage("send: no bus");
+		return usage("send: missing bus name");
 	const char *target = argv[0];
 	int prio = 0, first = 1;
+	long timeout_ms = 0;
+	char shown[40] = "";
 	bool bad = false;
-	if (argc >= 3 && !strcmp(argv[1], "-p")) {
-		prio = (int)argl(argv[2], "priority", 0, 63, &bad);
-		first = 3;
+	for (; first < argc && argv[first][0] == '-' && argv[first][1]; first++) {
+		const char *a = argv[first];
+		if (!strcmp(a, "--")) {
+			first++;
+			break;
+		}
+		if (first + 1 >= argc)
+			return usage("send: option without a value");
+		if (!strcmp(a, "-p") || !strcmp(a, "--priority"))
+			prio = (int)argl(argv[++first], "priority", 0, 63, &bad);
+		else if (!strcmp(a, "--timeout") || !strcmp(a, "--timeout-ms"))
+			bad |= !timeout_opt(a, argv[++first], &timeout_ms, shown, sizeof shown);
+		else
+			return usage("send: unknown option");
 	}
 	if (bad)
 		return 2;
+	int wait = timeout_ms > 0 ? (int)timeout_ms : SHMBUS_FOREVER;
 	shmbus_t *bus;
 	int rc = attach(target, &bus);
 	if (rc)
@@ -450,22 +605,36 @@ static int cmd_send(int argc, char **argv)
 	shmbus_producer_t *p;
 	if ((rc = shmbus_producer_open(bus, &p)))
 		return die_rc(rc, "producer");
-	if (first < argc) {
-		for (int i = first; i < argc; i++)
-			if ((rc = shmbus_send(p, argv[i], strlen(argv[i]), prio, SHMBUS_FOREVER)))
-				return die_rc(rc, "send");
-	} else {
-		char *line = NULL;
-		size_t lcap = 0;
-		ssize_t n;
-		while ((n = getline(&line, &lcap, stdin)) >= 0) {
-			if (n > 0 && line[n - 1] == '\n')
-				n--;
-			if ((rc = shmbus_send(p, line, (size_t)n, prio, SHMBUS_FOREVER)))
-				return die_rc(rc, "send");
+	long sent = 0;
+	char *line = NULL;
+	size_t lcap = 0;
+	for (int i = first;; i++) {
+		const char *msg;
+		size_t n;
+		if (first < argc) {
+			if (i >= argc)
+				break;
+			msg = argv[i], n = strlen(argv[i]);
+		} else {
+			ssize_t got = getline(&line, &lcap, stdin);
+			if (got < 0)
+				break;
+			if (got > 0 && line[got - 1] == '\n')
+				got--;
+			msg = line, n = (size_t)got;
 		}
-		free(line);
+		if ((rc = shmbus_send(p, msg, n, prio, wait))) {
+			if (rc == SHMBUS_ERR_TIMEOUT)
+				fprintf(stderr, "%s: send to bus \"%s\": timed out after %s waiting for room (%ld message(s) sent before)\n",
+				        prog, target, shown, sent);
+			else
+				fprintf(stderr, "%s: send to bus \"%s\": message %ld: %s\n", prog, target, sent + 1, shmbus_last_error());
+			free(line);
+			return exit_status(rc);
+		}
+		sent++;
 	}
+	free(line);
 	shmbus_producer_close(p);
 	shmbus_close(bus);
 	return 0;
@@ -474,17 +643,24 @@ static int cmd_send(int argc, char **argv)
 static int cmd_recv(int argc, char **argv)
 {
 	if (argc < 1)
-		return usage("recv: no bus");
+		return usage("recv: missing bus name");
 	const char *target = argv[0];
-	long count = 1, timeout_ms = -1;
+	long count = 1, timeout_ms = 0;
+	char shown[40] = "";
 	bool bad = false;
-	for (int i = 1; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "-n")) count = argl(argv[i + 1], "count", 0, 1L << 40, &bad);
-		else if (!strcmp(argv[i], "--timeout-ms")) timeout_ms = argl(argv[i + 1], "timeout", -1, 1 << 30, &bad);
-		else return usage("recv: unknown option");
+	for (int i = 1; i < argc; i += 2) {
+		if (i + 1 >= argc)
+			return usage("recv: option without a value");
+		if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--count"))
+			count = argl(argv[i + 1], "count", 0, 1L << 40, &bad);
+		else if (!strcmp(argv[i], "--timeout") || !strcmp(argv[i], "--timeout-ms"))
+			bad |= !timeout_opt(argv[i], argv[i + 1], &timeout_ms, shown, sizeof shown);
+		else
+			return usage("recv: unknown option");
 	}
 	if (bad)
 		return 2;
+	catch_signals(); /* before the consumer role is visible to others */
 	shmbus_t *bus;
 	int rc = attach(target, &bus);
 	if (rc)
@@ -492,33 +668,59 @@ static int cmd_recv(int argc, char **argv)
 	shmbus_consumer_t *c;
 	if ((rc = shmbus_consumer_open(bus, &c)))
 		return die_rc(rc, "consumer");
+	int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
 	size_t cap = 1 << 16;
 	uint8_t *buf = malloc(cap);
-	for (long got = 0; buf && (count == 0 || got < count);) {
-		size_t n;
-		rc = count == 0 ? shmbus_try_receive(c, buf, cap, &n, NULL)
-		                : shmbus_receive(c, buf, cap, &n, NULL, (int)timeout_ms);
-		if (rc == SHMBUS_ERR_EMPTY && count == 0)
-			break;
-		if (rc == SHMBUS_ERR_SHORT_BUFFER) {
-			free(buf);
-			buf = malloc(cap = n);
-			continue;
+	long got = 0;
+	int status = 0;
+	while (buf && (count == 0 || got < count)) {
+		/* Wait in slices, so that an interrupt or the deadline ends the wait. */
+		int64_t left = deadline < 0 ? 100 : deadline - now_ms();
+		if (interrupted) {
+			rc = -1;
+		} else if (left <= 0) {
+			rc = SHMBUS_ERR_TIMEOUT;
+		} else {
+			size_t n;
+			rc = shmbus_receive(c, buf, cap, &n, NULL, (int)(left < 100 ? left : 100));
+			if (rc == SHMBUS_ERR_TIMEOUT)
+				continue; /* a slice, not the deadline: look again */
+			if (rc == SHMBUS_ERR_SHORT_BUFFER) {
+				free(buf);
+				buf = malloc(cap = n);
+				continue;
+			}
+			if (rc == SHMBUS_OK) {
+				fwrite(buf, 1, n, stdout);
+				putchar('\n');
+				got++;
+				continue;
+			}
 		}
-		if (rc) {
-			fprintf(stderr, "%s: recv: received %ld of %ld message(s): %s\n", prog, got, count, shmbus_last_error());
-			return rc == SHMBUS_ERR_TIMEOUT ? 3 : 1;
+		char want[32] = "";
+		if (count > 0)
+			snprintf(want, sizeof want, " of %ld", count);
+		if (rc == SHMBUS_ERR_TIMEOUT && count == 0)
+			break; /* -n 0 ends at the timeout */
+		if (rc == SHMBUS_ERR_TIMEOUT) {
+			fprintf(stderr, "%s: recv from bus \"%s\": timed out after %s: received %ld%s message(s)\n", prog, target, shown,
+			        got, want);
+			status = 3;
+		} else if (rc == -1) {
+			fprintf(stderr, "%s: recv from bus \"%s\": interrupted: received %ld%s message(s)\n", prog, target, got, want);
+			status = 130;
+		} else {
+			fprintf(stderr, "%s: recv from bus \"%s\": %s (after %ld message(s))\n", prog, target, shmbus_last_error(), got);
+			status = exit_status(rc);
 		}
-		fwrite(buf, 1, n, stdout);
-		putchar('\n');
-		got++;
+		break;
 	}
 	if (!buf)
 		return die_rc(SHMBUS_ERR_NO_MEMORY, "buffer");
 	free(buf);
 	shmbus_consumer_close(c);
 	shmbus_close(bus);
-	return 0;
+	return status;
 }
 
 static int cmd_info(int argc, char **argv)
@@ -600,8 +802,12 @@ static int run(int argc, char **argv)
 {
 	crc_init();
 	if (argc < 2)
-		return usage("usage: shmbus-c send|recv|info|produce|consume|open-many|daemon-open ...");
+		return usage("missing command");
 	const char *cmd = argv[1];
+	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+		fputs(help_text, stdout);
+		return 0;
+	}
 	argc -= 2;
 	argv += 2;
 	if (!strcmp(cmd, "send")) return cmd_send(argc, argv);
@@ -611,7 +817,8 @@ static int run(int argc, char **argv)
 	if (!strcmp(cmd, "consume")) return cmd_consume(argc, argv);
 	if (!strcmp(cmd, "open-many")) return cmd_open_many(argc, argv);
 	if (!strcmp(cmd, "daemon-open")) return cmd_daemon_open(argc, argv);
-	return usage("unknown command");
+	fprintf(stderr, "%s: unknown command \"%s\" (see '%s help')\n", prog, cmd, prog);
+	return 2;
 }
 
 int main(int argc, char **argv)
