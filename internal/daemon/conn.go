@@ -284,9 +284,12 @@ func (c *conn) doCreate(p []byte) (uint16, []byte, *os.File, error) {
 		return 0, nil, nil, &Error{CodePermission, fmt.Sprintf("create %q: the daemon runs as uid %d and cannot make a bus owned by uid %d",
 			m.Name, os.Geteuid(), c.cred.uid)}
 	}
+	// One name means one bus: a memfd bus's name must be free in the
+	// directory, and a file bus's among the daemon's memfd buses.
+	if c.s.memfdNamed(m.Name) {
+		return 0, nil, nil, &Error{CodeExists, fmt.Sprintf("create %q: a memfd bus of that name exists", m.Name)}
+	}
 	if opts.Memfd {
-		// The name must be free among the directory's buses too, so that
-		// one name means one bus.
 		if _, err := os.Stat(segment.Path(c.s.cfg.Dir, m.Name)); err == nil {
 			return 0, nil, nil, &Error{CodeExists, fmt.Sprintf("create %q: a bus of that name exists in the directory", m.Name)}
 		}

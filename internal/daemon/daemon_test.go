@@ -711,3 +711,48 @@ func TestBusRemovedBehindTheDaemon(t *testing.T) {
 		t.Fatalf("the new bus got %q at %d, %v", buf[:n], prio, err)
 	}
 }
+
+// TestCreateAfterRemovedBehindTheDaemon: a bus the daemon made and another
+// program removed can be made again through the daemon at once; CREATE
+// looks at the directory, not at what the daemon still has open.
+func TestCreateAfterRemovedBehindTheDaemon(t *testing.T) {
+	d := startDaemon(t)
+	a := d.dial(t)
+	if _, _, err := a.Create(Create{Name: "phoenix"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := shmbus.Remove(d.dir, "phoenix"); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := a.List(); err != nil || len(names) != 0 {
+		t.Fatalf("list after the removal: %v, %v; want none", names, err)
+	}
+	info, _, err := a.Create(Create{Name: "phoenix", Priorities: 3})
+	if err != nil {
+		t.Fatalf("create after the removal: %v; want a new bus", err)
+	}
+	defer a.Remove("phoenix")
+	if info.Priorities != 3 {
+		t.Errorf("bus info %+v, want the new bus's 3 priorities", info)
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "shmbus.phoenix")); err != nil {
+		t.Errorf("the new bus has no file: %v", err)
+	}
+	if err := a.Send("phoenix", 2, []byte("risen"), true, 0); err != nil {
+		t.Fatal(err)
+	}
+	if prio, got, err := a.Recv("phoenix", true, 0); err != nil || prio != 2 || string(got) != "risen" {
+		t.Errorf("round trip on the new bus: %q at %d, %v", got, prio, err)
+	}
+	// A name held by one of the daemon's memfd buses stays taken.
+	if _, _, err := a.Create(Create{Name: "anon", Flags: FlagMemfd}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove("anon")
+	if _, _, err := a.Create(Create{Name: "anon"}); code(err) != CodeExists {
+		t.Errorf("file create over a memfd bus's name: %v, want EXISTS", err)
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "shmbus.anon")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused create left a file: %v", err)
+	}
+}

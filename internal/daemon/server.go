@@ -259,18 +259,34 @@ func newEntry(name string, b *shmbus.Bus, memfd bool) *entry {
 		seen: map[peerKey]shmbus.PeerInfo{}, crashed: map[peerKey]bool{}}
 }
 
-// add registers a bus this daemon created.
-func (s *Server) add(name string, b *shmbus.Bus, memfd bool) (*entry, error) {
+// memfdNamed says whether one of the daemon's memfd buses is called name.
+func (s *Server) memfdNamed(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	e := s.buses[name]
+	return e != nil && e.memfd
+}
+
+// add registers a bus this daemon created. Its creation succeeded, so the
+// directory had no bus of that name: a file bus the daemon still has open
+// under it was removed behind its back, and is forgotten now.
+func (s *Server) add(name string, b *shmbus.Bus, memfd bool) (*entry, error) {
+	s.mu.Lock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, &Error{CodeShutdown, "the daemon is shutting down"}
 	}
-	if s.buses[name] != nil {
-		return nil, &Error{CodeExists, fmt.Sprintf("bus %q exists", name)}
+	stale := s.buses[name]
+	if stale != nil && stale.memfd {
+		s.mu.Unlock()
+		return nil, &Error{CodeExists, fmt.Sprintf("bus %q exists (a memfd bus of this daemon)", name)}
 	}
 	e := newEntry(name, b, memfd)
 	s.buses[name] = e
+	s.mu.Unlock()
+	if stale != nil {
+		stale.bus.Close()
+	}
 	return e, nil
 }
 
