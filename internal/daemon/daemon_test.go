@@ -638,7 +638,7 @@ func TestMetrics(t *testing.T) {
 		`shmbus_bus_depth_bytes{bus="metered",priority="0"} 0`,
 		`shmbus_daemon_connections 1`,
 		`shmbus_daemon_requests_total{result="OK",type="send"} 5`,
-		`shmbus_daemon_relayed_messages_total{direction="recv"} 5`,
+		`shmbus_daemon_relayed_messages_total{direction="out"} 5`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
@@ -754,5 +754,76 @@ func TestCreateAfterRemovedBehindTheDaemon(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(d.dir, "shmbus.anon")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused create left a file: %v", err)
+	}
+}
+
+// TestRecvReplyNotWrittenKeepsMessage: RECV takes a message off the bus
+// only once its reply is written. A client that closes its connection
+// after a few bytes of a large reply leaves the message to the next
+// consumer, which gets it whole; a client that reads slowly gets it whole.
+func TestRecvReplyNotWrittenKeepsMessage(t *testing.T) {
+	d := startDaemon(t)
+	a := d.dial(t)
+	if _, _, err := a.Create(Create{Name: "keep", LaneCapacity: 1 << 20, MaxMessage: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove("keep")
+	// Larger than what the socket buffers between the daemon and a client
+	// that reads nothing.
+	first, second := msg(7, 0, 6<<20), msg(7, 1, 6<<20)
+	sizes := []int{len(first), len(second)}
+	sent := make(chan error, 1)
+	go func() {
+		for _, m := range [][]byte{first, second} {
+			if err := a.Send("keep", 0, m, false, 20*time.Second); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+
+	quitter, err := dialRaw(d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quitter.Conn().Write(AppendFrame(nil, TypeHello, 1, Hello{Version: 1}.encode()))
+	quitter.Conn().Write(AppendFrame(nil, TypeRecv, 2, Recv{Name: "keep", TimeoutMS: 20000}.encode()))
+	quitter.Conn().SetReadDeadline(time.Now().Add(20 * time.Second))
+	var got int
+	buf := make([]byte, 4096)
+	for got < 64<<10 { // WELCOME, and the start of the MESSAGE
+		n, err := quitter.Conn().Read(buf)
+		if err != nil {
+			t.Fatalf("reading the start of the reply: %v", err)
+		}
+		got += n
+	}
+	quitter.Conn().Close()
+	t.Logf("closed after %d bytes", got)
+
+	// The next consumer gets both messages, in order, whole; it reads its
+	// replies slowly.
+	b := d.dial(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for seq := uint32(0); seq < 2; {
+		_, got, err := b.Recv("keep", false, 10*time.Second)
+		if code(err) == CodeBusy && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // the quitter's lease ends soon
+			continue
+		}
+		if err != nil {
+			t.Fatalf("recv of message %d: %v", seq, err)
+		}
+		if k, s, err := checkMsg(got); err != nil || k != 7 || s != seq || len(got) != sizes[seq] {
+			t.Fatalf("message %d: producer %d seq %d, %d bytes: %v", seq, k, s, len(got), err)
+		}
+		seq++
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Recv("keep", true, 0); code(err) != CodeEmpty {
+		t.Errorf("after both messages: %v, want EMPTY", err)
 	}
 }

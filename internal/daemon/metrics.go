@@ -19,7 +19,9 @@ type metrics struct {
 	reg          *prometheus.Registry
 	conns        prometheus.Gauge
 	connsTotal   prometheus.Counter
-	connErrors   prometheus.Counter
+	refused      *prometheus.CounterVec
+	timeouts     *prometheus.CounterVec
+	overBudget   prometheus.Counter
 	requests     *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	frameErrors  *prometheus.CounterVec
@@ -36,8 +38,14 @@ func newMetrics(s *Server) *metrics {
 			Help: "Client connections open now."}),
 		connsTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_connections_total",
 			Help: "Client connections accepted."}),
-		connErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_connection_errors_total",
-			Help: "Connections refused because their credentials could not be read."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_connections_refused_total",
+			Help: "Connections refused: over the daemon's limit (limit), over a user's (uid_limit), credentials unreadable (credentials)."},
+			[]string{"reason"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_connection_timeouts_total",
+			Help: "Connections closed for a missed deadline: no HELLO in time (hello), a stalled frame (frame), idle (idle)."},
+			[]string{"kind"}),
+		overBudget: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_memory_refusals_total",
+			Help: "Frames and RECV replies the memory budget had no room for (answered OVERLOADED)."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_requests_total",
 			Help: "Requests answered, by type and result (OK or an error code)."}, []string{"type", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shmbus_daemon_request_seconds",
@@ -54,7 +62,13 @@ func newMetrics(s *Server) *metrics {
 		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_peer_events_total",
 			Help: "Peer events (join, leave, crash) observed."}),
 	}
-	m.reg.MustRegister(m.conns, m.connsTotal, m.connErrors, m.requests, m.latency, m.frameErrors,
+	buffered := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shmbus_daemon_buffered_bytes",
+		Help: "Bytes of frame buffers held for connections now (reserved from the memory budget)."},
+		func() float64 { return float64(s.mem.used.Load()) })
+	budget := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shmbus_daemon_memory_budget_bytes",
+		Help: "The memory budget of frame buffers (--max-memory)."},
+		func() float64 { return float64(s.mem.max) })
+	m.reg.MustRegister(m.conns, m.connsTotal, m.refused, m.timeouts, m.overBudget, buffered, budget, m.requests, m.latency, m.frameErrors,
 		m.relayedMsgs, m.relayedBytes, m.released, m.events, &busCollector{s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

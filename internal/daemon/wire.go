@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"unicode/utf8"
 )
 
@@ -92,6 +91,8 @@ const (
 	CodeUnsupported   Code = 17
 	CodeShutdown      Code = 18
 	CodeInternal      Code = 19
+	CodeConnLimit     Code = 20
+	CodeOverloaded    Code = 21
 )
 
 var codeNames = [...]string{
@@ -101,6 +102,7 @@ var codeNames = [...]string{
 	CodeBadArgument: "BAD_ARGUMENT", CodeBusy: "BUSY", CodeFull: "FULL", CodeEmpty: "EMPTY",
 	CodeTimeout: "TIMEOUT", CodeNoSlot: "NO_SLOT", CodeCorrupt: "CORRUPT",
 	CodeUnsupported: "UNSUPPORTED", CodeShutdown: "SHUTDOWN", CodeInternal: "INTERNAL",
+	CodeConnLimit: "CONN_LIMIT", CodeOverloaded: "OVERLOADED",
 }
 
 func (c Code) String() string {
@@ -153,26 +155,6 @@ func ParseHeader(h []byte, max int) (typ uint16, id uint32, n int, err error) {
 		return typ, id, 0, fmt.Errorf("%w: flags %#x", ErrFrame, flags)
 	}
 	return typ, id, int(length) - 8, nil
-}
-
-// ReadFrame reads one frame of at most max payload bytes from r.
-func ReadFrame(r io.Reader, max int) (Frame, error) {
-	var h [headerLen]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return Frame{}, err
-	}
-	typ, id, n, err := ParseHeader(h[:], max)
-	if err != nil {
-		return Frame{Type: typ, ID: id}, err
-	}
-	f := Frame{Type: typ, ID: id, Payload: make([]byte, n)}
-	if _, err := io.ReadFull(r, f.Payload); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return Frame{}, err
-	}
-	return f, nil
 }
 
 // AppendFrame appends the encoding of a frame to b.
