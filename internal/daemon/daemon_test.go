@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -610,7 +611,43 @@ func dialRaw(path string) (*Client, error) {
 
 func TestMetrics(t *testing.T) {
 	d := startDaemon(t)
-	a := d.dial(t)
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		d.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	check := func(body string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(body, w+"\n") {
+				t.Errorf("metrics lack %s", w)
+			}
+		}
+		if t.Failed() {
+			t.Fatalf("metrics:\n%s", body)
+		}
+	}
+	// Before any traffic: every series of known labels is there, at 0.
+	check(scrape(),
+		`shmbus_build_info{goversion="`+runtime.Version()+`",protocol="1",version="test"} 1`,
+		`shmbus_daemon_connections_open 0`,
+		`shmbus_daemon_connections_total 0`,
+		`shmbus_daemon_frame_errors_total{kind="too_large"} 0`,
+		`shmbus_daemon_frame_errors_total{kind="bad_frame"} 0`,
+		`shmbus_daemon_frame_errors_total{kind="truncated"} 0`,
+		`shmbus_daemon_connections_refused_total{reason="uid_limit"} 0`,
+		`shmbus_daemon_connection_timeouts_total{kind="hello"} 0`,
+		`shmbus_daemon_peer_events_total{kind="crash"} 0`,
+		`shmbus_daemon_relayed_messages_total{direction="in"} 0`,
+		`shmbus_daemon_buffered_bytes 0`,
+		`shmbus_daemon_memory_budget_bytes `+strconv.FormatFloat(DefaultMaxMemory, 'g', -1, 64),
+		`shmbus_daemon_memory_refusals_total 0`,
+	)
+
+	a, sub := d.dial(t), d.dial(t)
+	if err := sub.Subscribe(""); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := a.Create(Create{Name: "metered", Priorities: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -620,33 +657,59 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	waitEvent(t, sub, func(ev Event) bool { return ev.Kind == EventJoin && ev.Bus == "metered" && ev.Role == 1 })
 	// The daemon's producer flushes its counters when it goes idle; the
 	// consumer's counters show the messages at once on receive.
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 3; i++ {
 		if _, _, err := a.Recv("metered", true, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// A bus made outside the daemon, with a message waiting and a peer.
+	outside, err := shmbus.Create("outside", &shmbus.Options{Dir: d.dir, Priorities: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outside.Remove()
+	p, err := outside.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.TrySend([]byte("waiting"), 0); err != nil {
+		t.Fatal(err)
+	}
 	a.Release("metered")
-	rec := httptest.NewRecorder()
-	d.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body := rec.Body.String()
-	for _, want := range []string{
+	waitEvent(t, sub, func(ev Event) bool { return ev.Kind == EventLeave && ev.Bus == "metered" && ev.Role == 1 })
+	check(scrape(),
 		`shmbus_bus_messages_total{bus="metered",direction="in",priority="1"} 5`,
-		`shmbus_bus_messages_total{bus="metered",direction="out",priority="1"} 5`,
-		`shmbus_bus_bytes_total{bus="metered",direction="out",priority="1"} 40`,
+		`shmbus_bus_messages_total{bus="metered",direction="out",priority="1"} 3`,
+		`shmbus_bus_bytes_total{bus="metered",direction="out",priority="1"} 24`,
 		`shmbus_bus_depth_bytes{bus="metered",priority="0"} 0`,
-		`shmbus_daemon_connections 1`,
+		`shmbus_bus_waiting_messages{bus="metered",priority="1"} 2`,
+		`shmbus_bus_waiting_messages{bus="metered",priority="0"} 0`,
+		`shmbus_bus_peers{alive="true",bus="metered",role="consumer"} 0`,
+		`shmbus_bus_waiting_messages{bus="outside",priority="0"} 1`,
+		`shmbus_bus_peers{alive="true",bus="outside",role="producer"} 1`,
+		`shmbus_bus_capacity_bytes{bus="outside",priority="0"} `+strconv.FormatFloat(shmbus.DefaultLaneCapacity, 'g', -1, 64),
+		`shmbus_daemon_connections_open 2`,
+		`shmbus_daemon_connections_total 2`,
 		`shmbus_daemon_requests_total{result="OK",type="send"} 5`,
-		`shmbus_daemon_relayed_messages_total{direction="out"} 5`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %s", want)
+		`shmbus_daemon_relayed_messages_total{direction="in"} 5`,
+		`shmbus_daemon_relayed_messages_total{direction="out"} 3`,
+		`shmbus_daemon_relayed_bytes_total{direction="out"} 24`,
+	)
+	body := scrape()
+	for _, kind := range []string{"join", "leave"} {
+		series := `shmbus_daemon_peer_events_total{kind="` + kind + `"} `
+		i := strings.Index(body, series)
+		if i < 0 {
+			t.Fatalf("no %s", series)
+		}
+		if n, _ := strconv.Atoi(body[i+len(series) : i+len(series)+strings.IndexByte(body[i+len(series):], '\n')]); n < 1 {
+			t.Errorf("%s%d, want the events the subscriber saw", series, n)
 		}
 	}
-	if t.Failed() {
-		t.Logf("metrics:\n%s", body)
-	}
+	p.Close()
 }
 
 func TestShutdownEndsConnections(t *testing.T) {

@@ -418,6 +418,20 @@ func (s *Server) names() ([]string, error) {
 	return slices.Compact(names), nil
 }
 
+// listed returns the buses LIST names, opening those of the directory the
+// daemon has not open yet (a bus made by `shmbus create`, say); buses it may
+// not open, or that vanish meanwhile, are left out.
+func (s *Server) listed() []*entry {
+	names, _ := s.names()
+	out := make([]*entry, 0, len(names))
+	for _, name := range names {
+		if e, err := s.lookup(name); err == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // entries is a snapshot of the open buses.
 func (s *Server) entries() []*entry {
 	s.mu.Lock()
