@@ -159,7 +159,7 @@ func (c *conn) replyFD(id uint32, typ uint16, payload []byte, fd int) error {
 	// so that it is not copied again.
 	head := AppendFrame(make([]byte, 0, headerLen), typ, id, nil)
 	binary.LittleEndian.PutUint32(head, uint32(8+len(payload)))
-	c.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	c.c.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	if fd >= 0 {
 		// The descriptor rides on the frame's first byte.
 		if err := c.w.Flush(); err != nil {
@@ -178,9 +178,6 @@ func (c *conn) replyFD(id uint32, typ uint16, payload []byte, fd int) error {
 	}
 	return c.w.Flush()
 }
-
-// writeTimeout is how long a reply may wait for the client to read.
-const writeTimeout = 30 * time.Second
 
 // handle executes one request and answers it. The budget its frame held
 // is given back once it has executed, before the reply is written: no reply
@@ -211,7 +208,9 @@ func (c *conn) handle(ctx context.Context, req request) {
 	if err != nil {
 		code, msg := errorCode(err)
 		c.s.metrics.request(name, code.String(), time.Since(start))
-		c.reply(f.ID, TypeError, encodeError(code, msg))
+		if werr := c.reply(f.ID, TypeError, encodeError(code, msg)); werr != nil {
+			c.writeFailed(werr)
+		}
 		return
 	}
 	c.s.metrics.request(name, "OK", time.Since(start))
@@ -224,6 +223,18 @@ func (c *conn) handle(ctx context.Context, req request) {
 		c.afterReply = nil
 		after(werr)
 	}
+	if werr != nil {
+		c.writeFailed(werr)
+	}
+}
+
+// writeFailed ends a connection whose reply could not be written whole:
+// the frame may have been cut, and nothing after it could be read.
+func (c *conn) writeFailed(err error) {
+	if !errors.Is(err, net.ErrClosed) {
+		c.s.cfg.Logf("%s: closing the connection: reply not written: %v", c.label, err)
+	}
+	c.c.Close()
 }
 
 func (c *conn) dispatch(ctx context.Context, f Frame) (uint16, []byte, *os.File, error) {

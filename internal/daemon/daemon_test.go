@@ -890,3 +890,45 @@ func TestRecvReplyNotWrittenKeepsMessage(t *testing.T) {
 		t.Errorf("after both messages: %v, want EMPTY", err)
 	}
 }
+
+// TestRecvSlowReaderKeepsMessage: a client that does not read a large
+// reply within the write timeout loses its connection, not the message.
+func TestRecvSlowReaderKeepsMessage(t *testing.T) {
+	d := startDaemonWith(t, func(c *Config) { c.WriteTimeout = 200 * time.Millisecond })
+	a := d.dial(t)
+	if _, _, err := a.Create(Create{Name: "slow", LaneCapacity: 8 << 20, MaxMessage: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove("slow")
+	m := msg(8, 0, 6<<20)
+	if err := a.Send("slow", 0, m, false, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	sleeper, err := dialRaw(d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sleeper.Close()
+	sleeper.Conn().Write(AppendFrame(nil, TypeHello, 1, Hello{Version: 1}.encode()))
+	sleeper.Conn().Write(AppendFrame(nil, TypeRecv, 2, Recv{Name: "slow", Flags: FlagNoWait}.encode()))
+	time.Sleep(time.Second) // reads nothing for five write timeouts
+	// What it reads now is WELCOME, part of the MESSAGE, then the end.
+	sleeper.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, sleeper.Conn())
+	if err != nil || n >= int64(len(m)) {
+		t.Fatalf("the sleeper read %d bytes, then %v; want less than the %d-byte message, then the end", n, err, len(m))
+	}
+	b := d.dial(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, got, err := b.Recv("slow", true, 0)
+		if code(err) == CodeBusy && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil || !bytes.Equal(got, m) {
+			t.Fatalf("the next consumer: %d bytes, %v; want the message whole", len(got), err)
+		}
+		break
+	}
+}

@@ -21,7 +21,9 @@ package daemon
 // connection; once a frame has begun, every read must bring a byte within
 // Config.FrameTimeout; between frames a connection may stay silent for
 // Config.IdleTimeout (by default for ever: a connection is a lease). A
-// connection that misses one is told ERROR TIMEOUT and closed.
+// connection that misses one is told ERROR TIMEOUT and closed. A reply the
+// client does not take within Config.WriteTimeout ends the connection
+// (a RECV's message stays on the bus).
 //
 // Connections. At most Config.MaxConns at once, and Config.MaxConnsPerUID
 // per user; one over a limit is told ERROR CONN_LIMIT and closed.
@@ -43,6 +45,7 @@ const (
 	DefaultMaxConnsPerUID = 128
 	DefaultHelloTimeout   = 5 * time.Second
 	DefaultFrameTimeout   = 10 * time.Second
+	DefaultWriteTimeout   = 30 * time.Second
 )
 
 // HelloMaxPayload is the largest frame payload accepted before HELLO.

@@ -52,6 +52,7 @@ type Config struct {
 	HelloTimeout   time.Duration // from connecting to the end of HELLO; DefaultHelloTimeout
 	FrameTimeout   time.Duration // the longest a started frame may go without a byte; DefaultFrameTimeout
 	IdleTimeout    time.Duration // the longest a connection may go without a request; 0 is for ever
+	WriteTimeout   time.Duration // the longest a reply may wait for the client to read; DefaultWriteTimeout
 }
 
 // Server serves the daemon protocol on a listener.
@@ -122,6 +123,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.FrameTimeout <= 0 {
 		cfg.FrameTimeout = DefaultFrameTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	s := &Server{cfg: cfg, buses: map[string]*entry{}, conns: map[*conn]struct{}{}, perUID: map[uint32]int{},
 		rescan: make(chan struct{}, 1)}
