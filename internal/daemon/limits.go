@@ -106,54 +106,6 @@ var (
 	errIdle       = errors.New("idle for too long")
 )
 
-// ReadFrame reads one frame of at most max payload bytes from r. The
-// payload's buffer grows with the bytes that arrive: a header declaring a
-// large payload costs nothing until its bytes come.
-func ReadFrame(r io.Reader, max int) (Frame, error) {
-	var h [headerLen]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return Frame{}, err
-	}
-	typ, id, n, err := ParseHeader(h[:], max)
-	if err != nil {
-		return Frame{Type: typ, ID: id}, err
-	}
-	p, _, err := readPayload(n, func(b []byte) (int, error) { return r.Read(b) }, func(int) bool { return true })
-	if err != nil {
-		return Frame{}, err
-	}
-	return Frame{Type: typ, ID: id, Payload: p}, nil
-}
-
-// readPayload reads n bytes with read into a buffer that starts at
-// firstChunk bytes and at most doubles each time it is full. grow is asked
-// for the bytes of every allocation first; when it refuses, readPayload
-// returns errOverBudget with the bytes read so far. held is what grow
-// granted (and the caller must give back), on error too.
-func readPayload(n int, read func([]byte) (int, error), grow func(add int) bool) (p []byte, held int, err error) {
-	for len(p) < n {
-		if len(p) == cap(p) {
-			size := min(n, max(firstChunk, 2*cap(p)))
-			if !grow(size - cap(p)) {
-				return p, held, errOverBudget
-			}
-			held += size - cap(p)
-			bigger := make([]byte, len(p), size)
-			copy(bigger, p)
-			p = bigger
-		}
-		k, err := read(p[len(p):cap(p)])
-		p = p[:len(p)+k]
-		if err != nil && len(p) < n {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return p, held, err
-		}
-	}
-	return p, held, nil
-}
-
 // request is a frame read by a connection, with the budget it holds, or
 // the refusal to answer in its place.
 type request struct {
