@@ -101,7 +101,7 @@ socket and exits with status 0.`,
 	f.IntVar(&cfg.MaxConnsPerUID, "max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "most connections open at once by one user")
 	f.DurationVar(&cfg.HelloTimeout, "hello-timeout", daemon.DefaultHelloTimeout, "time from connecting to the end of HELLO")
 	f.DurationVar(&cfg.FrameTimeout, "frame-timeout", daemon.DefaultFrameTimeout, "longest a started frame may go without a byte arriving")
-	f.DurationVar(&cfg.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "longest a reply may wait for the client to read it; then the connection ends (a received message stays on the bus)")
+	f.DurationVar(&cfg.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "longest a reply may wait for the client to read more of it; then the connection ends (a received message stays on the bus)")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "longest a connection may go without a request (0: for ever; a connection is a lease)")
 	return cmd
 }

@@ -173,11 +173,21 @@ func (c *conn) replyFD(id uint32, typ uint16, payload []byte, fd int) error {
 	if _, err := c.w.Write(head); err != nil {
 		return err
 	}
-	if _, err := c.w.Write(payload); err != nil {
-		return err
+	// The deadline is for progress: a large reply to a client that keeps
+	// reading takes as long as it takes.
+	for len(payload) > 0 {
+		k := min(len(payload), writeChunk)
+		if _, err := c.w.Write(payload[:k]); err != nil {
+			return err
+		}
+		payload = payload[k:]
+		c.c.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	}
 	return c.w.Flush()
 }
+
+// writeChunk is how much of a reply is written under one write deadline.
+const writeChunk = 256 << 10
 
 // handle executes one request and answers it. The budget its frame held
 // is given back once it has executed, before the reply is written: no reply

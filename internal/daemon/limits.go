@@ -21,8 +21,8 @@ package daemon
 // connection; once a frame has begun, every read must bring a byte within
 // Config.FrameTimeout; between frames a connection may stay silent for
 // Config.IdleTimeout (by default for ever: a connection is a lease). A
-// connection that misses one is told ERROR TIMEOUT and closed. A reply the
-// client does not take within Config.WriteTimeout ends the connection
+// connection that misses one is told ERROR TIMEOUT and closed. A reply
+// whose client takes none of it for Config.WriteTimeout ends the connection
 // (a RECV's message stays on the bus).
 //
 // Connections. At most Config.MaxConns at once, and Config.MaxConnsPerUID

@@ -52,7 +52,7 @@ type Config struct {
 	HelloTimeout   time.Duration // from connecting to the end of HELLO; DefaultHelloTimeout
 	FrameTimeout   time.Duration // the longest a started frame may go without a byte; DefaultFrameTimeout
 	IdleTimeout    time.Duration // the longest a connection may go without a request; 0 is for ever
-	WriteTimeout   time.Duration // the longest a reply may wait for the client to read; DefaultWriteTimeout
+	WriteTimeout   time.Duration // the longest a reply may wait for the client to take more of it; DefaultWriteTimeout
 }
 
 // Server serves the daemon protocol on a listener.
