@@ -501,7 +501,7 @@ func waitEvent(t *testing.T, c *Client, match func(Event) bool) Event {
 }
 
 func TestMalformedFrames(t *testing.T) {
-	d := startDaemon(t)
+	d := startDaemonWith(t, func(c *Config) { c.HelloTimeout = 500 * time.Millisecond })
 	good := d.dial(t)
 	if _, _, err := good.Create(Create{Name: "sturdy"}); err != nil {
 		t.Fatal(err)
@@ -519,8 +519,9 @@ func TestMalformedFrames(t *testing.T) {
 		want   Code // 0: the connection is closed without a reply
 		closed bool
 	}{
-		{"truncated header", []byte{20, 0, 0}, 0, true},
-		{"truncated payload", frame(TypeHello, 0, Hello{Version: 1}.encode())[:14], 0, true},
+		// A frame cut short before HELLO waits for the hello deadline.
+		{"truncated header", []byte{20, 0, 0}, CodeTimeout, true},
+		{"truncated payload", frame(TypeHello, 0, Hello{Version: 1}.encode())[:14], CodeTimeout, true},
 		{"length below 8", []byte{4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}, CodeBadFrame, true},
 		{"oversized length", []byte{0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0, 0, 0, 0, 0}, CodeTooLarge, true},
 		{"flags set", frame(TypeHello, 1, Hello{Version: 1}.encode()), CodeBadFrame, true},
