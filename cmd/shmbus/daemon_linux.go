@@ -44,7 +44,7 @@ func (a *app) daemonCmd() *cobra.Command {
 		poll    time.Duration
 		quiet   bool
 		cfg     daemon.Config
-		payload = daemon.DefaultMaxPayload
+		payload int // 0: daemon.DefaultMaxPayload
 		memory  = daemon.DefaultMaxMemory
 	)
 	cmd := &cobra.Command{
@@ -82,6 +82,15 @@ socket and exits with status 0.`,
 				logf = func(string, ...any) {}
 			}
 			cfg.PollInterval, cfg.Logf = poll, logf
+			switch {
+			case cfg.MaxConns < 1 || cfg.MaxConnsPerUID < 1:
+				return usagef("daemon: --max-conns and --max-conns-per-uid must be at least 1")
+			case cfg.HelloTimeout <= 0 || cfg.FrameTimeout <= 0 || cfg.WriteTimeout <= 0 || cfg.IdleTimeout < 0:
+				return usagef("daemon: --hello-timeout, --frame-timeout and --write-timeout must be positive, --idle-timeout 0 or more")
+			}
+			if payload == 0 {
+				payload = daemon.DefaultMaxPayload
+			}
 			cfg.MaxPayload, cfg.MaxMemory = payload, int64(memory)
 			if payload > memory {
 				return usagef("daemon: --max-payload %s is more than --max-memory %s", formatSize(payload), formatSize(memory))
@@ -96,13 +105,13 @@ socket and exits with status 0.`,
 	f.DurationVar(&poll, "poll", 50*time.Millisecond, "how often peer tables are scanned for joins, departures and deaths")
 	f.BoolVar(&quiet, "quiet", false, "do not log connections and leases on stderr")
 	f.Var(sizeValue{&payload}, "max-payload", "largest frame payload after HELLO, announced in WELCOME (default 64MiB+64KiB)")
-	f.Var(sizeValue{&memory}, "max-memory", "memory budget of the frame buffers of all connections together; also sets the Go runtime's soft memory limit unless GOMEMLIMIT is set (default 256MiB)")
-	f.IntVar(&cfg.MaxConns, "max-conns", daemon.DefaultMaxConns, "most connections open at once")
-	f.IntVar(&cfg.MaxConnsPerUID, "max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "most connections open at once by one user")
-	f.DurationVar(&cfg.HelloTimeout, "hello-timeout", daemon.DefaultHelloTimeout, "time from connecting to the end of HELLO")
-	f.DurationVar(&cfg.FrameTimeout, "frame-timeout", daemon.DefaultFrameTimeout, "longest a started frame may go without a byte arriving")
-	f.DurationVar(&cfg.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "longest a reply may wait for the client to read more of it; then the connection ends (a received message stays on the bus)")
-	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "longest a connection may go without a request (0: for ever; a connection is a lease)")
+	f.Var(sizeValue{&memory}, "max-memory", "memory budget of the frame buffers of all connections together; also sets the Go runtime's soft memory limit unless GOMEMLIMIT is set")
+	f.IntVar(&cfg.MaxConns, "max-conns", daemon.DefaultMaxConns, "at most `N` connections open at once")
+	f.IntVar(&cfg.MaxConnsPerUID, "max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "at most `N` connections open at once by one user")
+	f.DurationVar(&cfg.HelloTimeout, "hello-timeout", daemon.DefaultHelloTimeout, "HELLO must be complete `DUR` after connecting")
+	f.DurationVar(&cfg.FrameTimeout, "frame-timeout", daemon.DefaultFrameTimeout, "a started frame may go `DUR` without a byte arriving")
+	f.DurationVar(&cfg.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "a reply may wait `DUR` for the client to read more of it; then the connection ends (a received message stays on the bus)")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "a connection may go `DUR` without a request (0: for ever; a connection is a lease)")
 	return cmd
 }
 
