@@ -46,6 +46,7 @@ func (a *app) daemonCmd() *cobra.Command {
 		cfg     daemon.Config
 		payload int // 0: daemon.DefaultMaxPayload
 		memory  = daemon.DefaultMaxMemory
+		perUID  int // 0: half of --max-memory
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -62,7 +63,8 @@ slots it held are released and its unpublished claims recovered.
 What one client can make it hold is bounded: frames before HELLO carry at
 most 4 KiB, a frame's buffer grows with the bytes that arrive (never to
 the length its header declares before they come), every frame buffer and
-large RECV reply is reserved from one memory budget (--max-memory; a
+large RECV reply is reserved from one memory budget (--max-memory, of
+which one user's large requests hold at most --max-memory-per-uid; a
 request it has no room for is refused with ERROR OVERLOADED), and a
 connection must finish HELLO within --hello-timeout and keep a started
 frame coming (--frame-timeout). At most --max-conns connections are open,
@@ -91,7 +93,10 @@ socket and exits with status 0.`,
 			if payload == 0 {
 				payload = daemon.DefaultMaxPayload
 			}
-			cfg.MaxPayload, cfg.MaxMemory = payload, int64(memory)
+			cfg.MaxPayload, cfg.MaxMemory, cfg.MaxMemoryPerUID = payload, int64(memory), int64(perUID)
+			if perUID > memory {
+				return usagef("daemon: --max-memory-per-uid %s is more than --max-memory %s", formatSize(perUID), formatSize(memory))
+			}
 			if payload > memory {
 				return usagef("daemon: --max-payload %s is more than --max-memory %s", formatSize(payload), formatSize(memory))
 			}
@@ -104,8 +109,9 @@ socket and exits with status 0.`,
 	f.Uint32Var(&mode, "socket-mode", 0o666, "permission bits of the socket (buses have their own)")
 	f.DurationVar(&poll, "poll", 50*time.Millisecond, "how often peer tables are scanned for joins, departures and deaths")
 	f.BoolVar(&quiet, "quiet", false, "do not log connections and leases on stderr")
-	f.Var(sizeValue{&payload}, "max-payload", "largest frame payload after HELLO, announced in WELCOME (default 64MiB+64KiB)")
+	f.Var(sizeValue{&payload}, "max-payload", "largest frame payload after HELLO, announced in WELCOME (default 64MiB+64KiB; less if the memory budget cannot hold that)")
 	f.Var(sizeValue{&memory}, "max-memory", "memory budget of the frame buffers of all connections together; also sets the Go runtime's soft memory limit unless GOMEMLIMIT is set")
+	f.Var(sizeValue{&perUID}, "max-memory-per-uid", "most of the memory budget one user's connections may hold in requests over 64 KiB (default half of --max-memory, at least --max-payload)")
 	f.IntVar(&cfg.MaxConns, "max-conns", daemon.DefaultMaxConns, "at most `N` connections open at once")
 	f.IntVar(&cfg.MaxConnsPerUID, "max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "at most `N` connections open at once by one user")
 	f.DurationVar(&cfg.HelloTimeout, "hello-timeout", daemon.DefaultHelloTimeout, "HELLO must be complete `DUR` after connecting")

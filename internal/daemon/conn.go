@@ -92,14 +92,14 @@ func (c *conn) serve(ctx context.Context) {
 			select {
 			case reqs <- req:
 			case <-ctx.Done():
-				c.s.mem.give(req.held)
+				c.give(req.held)
 				return
 			}
 		}
 	}()
 	for req := range reqs {
 		if ctx.Err() != nil {
-			c.s.mem.give(req.held)
+			c.give(req.held)
 			break
 		}
 		c.handle(ctx, req)
@@ -108,7 +108,7 @@ func (c *conn) serve(ctx context.Context) {
 	c.c.Close()
 	close(c.done)
 	c.endLeases()
-	c.s.mem.give(len(c.rbuf))
+	c.give(len(c.rbuf))
 	c.rbuf = nil
 }
 
@@ -206,12 +206,11 @@ func (c *conn) handle(ctx context.Context, req request) {
 		err     error
 	)
 	if req.refused != nil {
-		err = &Error{CodeOverloaded, fmt.Sprintf("%s of %d bytes refused: %v (%d bytes, --max-memory); try again later",
-			name, req.length, req.refused, c.s.cfg.MaxMemory)}
+		err = &Error{CodeOverloaded, fmt.Sprintf("%s of %d bytes refused: %v; try again later", name, req.length, req.refused)}
 	} else {
 		typ, payload, fd, err = c.dispatch(ctx, f)
 	}
-	c.s.mem.give(req.held)
+	c.give(req.held)
 	if fd != nil {
 		defer fd.Close()
 	}
@@ -561,8 +560,8 @@ func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 	// a client that goes away before it has the whole reply leaves the
 	// message to the next consumer.
 	if c.rbuf == nil {
-		if !c.s.mem.take(smallMessage + 5) {
-			return 0, nil, nil, c.overloaded("receive from", m.Name, smallMessage+5)
+		if err := c.take(smallMessage+5, smallMessage+5); err != nil {
+			return 0, nil, nil, c.overloaded("receive from", m.Name, smallMessage+5, err)
 		}
 		c.rbuf = make([]byte, smallMessage+5)
 	}
@@ -579,27 +578,27 @@ func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 	// reply only; it waits on the bus meanwhile.
 	var short *shmbus.ShortBufferError
 	for errors.As(err, &short) {
-		c.s.mem.give(held)
+		c.give(held)
 		held = 0
 		need := short.Need + 5
-		if int64(need) > c.s.mem.max {
-			return 0, nil, nil, &Error{CodeTooLarge, fmt.Sprintf("receive from %q: a message of %d bytes is larger than the daemon's memory budget (%d bytes); map the bus to receive it",
-				m.Name, short.Need, c.s.mem.max)}
+		if int64(need) > c.s.mem.largest() {
+			return 0, nil, nil, &Error{CodeTooLarge, fmt.Sprintf("receive from %q: a message of %d bytes is larger than the daemon's memory budget lets one request hold (%d bytes); map the bus to receive it",
+				m.Name, short.Need, c.s.mem.largest())}
 		}
-		if !c.s.mem.take(need) {
-			return 0, nil, nil, c.overloaded("receive from", m.Name, need)
+		if err := c.take(need, need); err != nil {
+			return 0, nil, nil, c.overloaded("receive from", m.Name, need, err)
 		}
 		held, buf = need, make([]byte, need)
 		n, prio, err = cons.TryPeek(buf[5:])
 	}
 	if err != nil {
-		c.s.mem.give(held)
+		c.give(held)
 		return 0, nil, nil, err
 	}
 	buf[0] = uint8(prio)
 	binary.LittleEndian.PutUint32(buf[1:], uint32(n))
 	c.afterReply = func(werr error) {
-		defer c.s.mem.give(held)
+		defer c.give(held)
 		if werr != nil {
 			c.s.cfg.Logf("%s: reply to RECV on %q not written (%v): the message stays on the bus", c.label, m.Name, werr)
 			return
@@ -614,10 +613,9 @@ func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 }
 
 // overloaded is the refusal of a request the memory budget has no room for.
-func (c *conn) overloaded(what, name string, n int) error {
+func (c *conn) overloaded(what, name string, n int, err error) error {
 	c.s.metrics.overBudget.Inc()
-	return &Error{CodeOverloaded, fmt.Sprintf("%s %q: %d bytes refused: %v (%d bytes, --max-memory); try again later",
-		what, name, n, errOverBudget, c.s.mem.max)}
+	return &Error{CodeOverloaded, fmt.Sprintf("%s %q: %d bytes refused: %v; try again later", what, name, n, err)}
 }
 
 func (c *conn) doRelease(p []byte) (uint16, []byte, *os.File, error) {

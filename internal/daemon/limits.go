@@ -7,7 +7,10 @@ package daemon
 // Memory. Every frame buffer the daemon holds for a connection — the
 // payload of a request being read or executed, and the reply to a RECV of a
 // large message — is reserved from one budget (Config.MaxMemory) before it
-// is allocated, and given back when the request is done. A payload is read
+// is allocated, and given back when the request is done. One user may hold
+// at most Config.MaxMemoryPerUID of it, and an eighth of it is kept for
+// requests holding at most smallHold bytes, so that large ones cannot crowd
+// out a HELLO or a short message. A payload is read
 // into a buffer that starts at firstChunk bytes and at most doubles as bytes
 // arrive, so what a frame holds follows what its sender has sent, not the
 // length it declared. A request the budget has no room for is refused with
@@ -34,13 +37,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Defaults of the limits.
 const (
-	DefaultMaxMemory      = 256 << 20
+	DefaultMaxMemory      = 256 << 20 // and half of it per user
 	DefaultMaxConns       = 1024
 	DefaultMaxConnsPerUID = 128
 	DefaultHelloTimeout   = 5 * time.Second
@@ -71,36 +75,71 @@ func RuntimeMemoryLimit(maxMemory int64) int64 {
 }
 
 // budget is the memory the daemon may hold in frame buffers, shared by every
-// connection.
+// connection. One user may hold at most perUID of it, and buffers larger
+// than smallHold may not take the last reserve bytes: however large
+// requests fill it, small ones (a HELLO, a short SEND or RECV) still fit.
 type budget struct {
-	max  int64
-	used atomic.Int64
+	max, perUID, reserve int64
+
+	mu    sync.Mutex
+	byUID map[uint32]int64
+	used  atomic.Int64 // written under mu; read by the metrics without it
 }
 
-// take reserves n bytes, or says there is no room.
-func (b *budget) take(n int) bool {
-	for {
-		u := b.used.Load()
-		if u+int64(n) > b.max {
-			return false
-		}
-		if b.used.CompareAndSwap(u, u+int64(n)) {
-			return true
-		}
-	}
+// smallHold is the largest holding of one request that may use the
+// reserve: a RECV's own buffer, or a frame of up to 64 KiB.
+const smallHold = smallMessage + 64
+
+func newBudget(max, perUID int64) *budget {
+	return &budget{max: max, perUID: perUID, reserve: max / 8, byUID: map[uint32]int64{}}
 }
 
-func (b *budget) give(n int) {
-	if n != 0 {
-		b.used.Add(-int64(n))
+// take reserves n more bytes for a request of uid that will then hold
+// total. A small request is bounded by the whole budget only (and, through
+// the connection limits, by how many there can be); a larger one leaves the
+// reserve alone and stays within its user's share. The error, wrapping
+// errOverBudget, says which bound it met.
+func (b *budget) take(uid uint32, n, total int) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	used, mine := b.used.Load(), b.byUID[uid]
+	switch {
+	case total <= smallHold && used+int64(n) > b.max:
+		return fmt.Errorf("%w: %d of its %d bytes are held (--max-memory)", errOverBudget, used, b.max)
+	case total > smallHold && used+int64(n) > b.max-b.reserve:
+		return fmt.Errorf("%w: %d of the %d bytes large requests may hold are held (--max-memory less an eighth kept for small ones)",
+			errOverBudget, used, b.max-b.reserve)
+	case total > smallHold && mine+int64(n) > b.perUID:
+		return fmt.Errorf("%w: uid %d holds %d of the %d bytes one user may (--max-memory-per-uid)", errOverBudget, uid, mine, b.perUID)
 	}
+	b.byUID[uid] = mine + int64(n)
+	b.used.Add(int64(n))
+	return nil
 }
+
+// largest is the most one request can ever hold.
+func (b *budget) largest() int64 { return min(b.perUID, b.max-b.reserve) }
+
+func (b *budget) give(uid uint32, n int) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.byUID[uid] -= int64(n); b.byUID[uid] <= 0 {
+		delete(b.byUID, uid)
+	}
+	b.used.Add(-int64(n))
+}
+
+// take and give are the connection's side of the budget.
+func (c *conn) take(n, total int) error { return c.s.mem.take(c.cred.uid, n, total) }
+func (c *conn) give(n int)              { c.s.mem.give(c.cred.uid, n) }
 
 // Errors of reading a frame, beyond those of ReadFrame.
 var (
-	// errOverBudget means a frame's payload could not be held within the
-	// memory budget; it was read and dropped.
-	errOverBudget = errors.New("the daemon's memory budget is used up")
+	// errOverBudget means the memory budget had no room for a request.
+	errOverBudget = errors.New("no room in the daemon's memory budget")
 	errNoHello    = errors.New("no HELLO in time")
 	errStalled    = errors.New("a frame stalled")
 	errIdle       = errors.New("idle for too long")
@@ -111,7 +150,7 @@ var (
 type request struct {
 	Frame
 	held    int
-	refused error // errOverBudget: answer OVERLOADED
+	refused error // wraps errOverBudget: answer OVERLOADED
 	length  int   // the payload length the header declared
 }
 
@@ -156,9 +195,9 @@ func (c *conn) readRequest(r *bufio.Reader, limit int, hello bool) (request, err
 			return request{}, c.timeoutError(err, hello, true)
 		}
 	}
-	p, held, err := readPayload(n, read, c.s.mem.take)
-	if err == errOverBudget {
-		c.s.mem.give(held)
+	p, held, err := readPayload(n, read, c.take)
+	if errors.Is(err, errOverBudget) {
+		c.give(held)
 		c.s.metrics.overBudget.Inc()
 		for rest := n - len(p); rest > 0; {
 			if r.Buffered() == 0 {
@@ -173,10 +212,10 @@ func (c *conn) readRequest(r *bufio.Reader, limit int, hello bool) (request, err
 				return request{}, c.timeoutError(err, hello, true)
 			}
 		}
-		return request{Frame: Frame{Type: typ, ID: id}, refused: errOverBudget, length: n}, nil
+		return request{Frame: Frame{Type: typ, ID: id}, refused: err, length: n}, nil
 	}
 	if err != nil {
-		c.s.mem.give(held)
+		c.give(held)
 		return request{}, err
 	}
 	return request{Frame: Frame{Type: typ, ID: id, Payload: p}, held: held, length: n}, nil

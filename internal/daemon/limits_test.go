@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,21 @@ import (
 
 func init() {
 	roles["connect-as-other"] = roleConnectAsOther
+	roles["send-as-other"] = roleSendAsOther
+}
+
+// roleSendAsOther sends DAEMON_SIZE bytes to DAEMON_BUS and prints the
+// result.
+func roleSendAsOther() error {
+	c, err := Dial(os.Getenv("DAEMON_SOCKET"), "other")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	n, _ := strconv.Atoi(os.Getenv("DAEMON_SIZE"))
+	err = c.Send(os.Getenv("DAEMON_BUS"), 0, make([]byte, n), false, 5*time.Second)
+	_, werr := os.Stdout.WriteString(codeName(err) + "\n")
+	return werr
 }
 
 // roleConnectAsOther connects to DAEMON_SOCKET as whatever user it runs as
@@ -224,8 +240,8 @@ func TestMemoryBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Remove("budget")
-	if a.Welcome.MaxPayload != budget {
-		t.Errorf("WELCOME announces max_payload %d; a budget of %d holds no larger frame", a.Welcome.MaxPayload, budget)
+	if want := uint32(budget - budget/8); a.Welcome.MaxPayload != want {
+		t.Errorf("WELCOME announces max_payload %d; a budget of %d holds no frame larger than %d", a.Welcome.MaxPayload, budget, want)
 	}
 	// A hog holds most of the budget with an unfinished frame.
 	hog, err := dialRaw(d.socket)
@@ -293,5 +309,46 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(pause)
 		pause = min(2*pause, 50*time.Millisecond)
+	}
+}
+
+// TestMemoryPerUser: one user's large requests stay within its share of the
+// budget, while its small ones, and another user's large ones, still fit.
+func TestMemoryPerUser(t *testing.T) {
+	const budget, share = 4 << 20, 1 << 20
+	d := startDaemonWith(t, func(c *Config) { c.MaxMemory, c.MaxMemoryPerUID = budget, share; c.FrameTimeout = time.Minute })
+	a := d.dial(t)
+	if _, _, err := a.Create(Create{Name: "share", LaneCapacity: 4 << 20, MaxMessage: 1 << 20, Mode: 0o666}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove("share")
+	hog, err := dialRaw(d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hog.Close()
+	sendHeader(t, hog, share-64<<10, share-128<<10) // holds 960 KiB of its user's 1 MiB
+	waitFor(t, "the hog's frame to be held", func() bool { return d.srv.mem.used.Load() >= share-64<<10 })
+	err = a.Send("share", 0, make([]byte, 256<<10), false, 5*time.Second)
+	if code(err) != CodeOverloaded || !strings.Contains(err.Error(), "--max-memory-per-uid") {
+		t.Fatalf("a large SEND past the user's share: %v, want OVERLOADED naming --max-memory-per-uid", err)
+	}
+	if err := a.Send("share", 0, []byte("small"), false, 5*time.Second); err != nil {
+		t.Fatalf("a small SEND of the same user: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Log("not root: another user's share is not checked")
+		return
+	}
+	exe := copyExecutable(t)
+	cmd := child(t, "send-as-other", "DAEMON_SOCKET="+d.socket, "DAEMON_BUS=share", "DAEMON_SIZE="+strconv.Itoa(256<<10))
+	cmd.Path, cmd.Args[0] = exe, exe
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("client as uid 65534: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "OK" {
+		t.Errorf("another user's 256 KiB SEND while uid 0 holds its share: %s, want OK", got)
 	}
 }

@@ -46,13 +46,14 @@ type Config struct {
 	Logf func(format string, args ...any)
 
 	// Limits (limits.go); 0 is the default of each.
-	MaxMemory      int64         // bytes of frame buffers held at once, over all connections; DefaultMaxMemory
-	MaxConns       int           // connections open at once; DefaultMaxConns
-	MaxConnsPerUID int           // connections open at once by one user; DefaultMaxConnsPerUID
-	HelloTimeout   time.Duration // from connecting to the end of HELLO; DefaultHelloTimeout
-	FrameTimeout   time.Duration // the longest a started frame may go without a byte; DefaultFrameTimeout
-	IdleTimeout    time.Duration // the longest a connection may go without a request; 0 is for ever
-	WriteTimeout   time.Duration // the longest a reply may wait for the client to take more of it; DefaultWriteTimeout
+	MaxMemory       int64         // bytes of frame buffers held at once, over all connections; DefaultMaxMemory
+	MaxMemoryPerUID int64         // the most of it one user's connections may hold; half of MaxMemory
+	MaxConns        int           // connections open at once; DefaultMaxConns
+	MaxConnsPerUID  int           // connections open at once by one user; DefaultMaxConnsPerUID
+	HelloTimeout    time.Duration // from connecting to the end of HELLO; DefaultHelloTimeout
+	FrameTimeout    time.Duration // the longest a started frame may go without a byte; DefaultFrameTimeout
+	IdleTimeout     time.Duration // the longest a connection may go without a request; 0 is for ever
+	WriteTimeout    time.Duration // the longest a reply may wait for the client to take more of it; DefaultWriteTimeout
 }
 
 // Server serves the daemon protocol on a listener.
@@ -65,7 +66,7 @@ type Server struct {
 	perUID map[uint32]int // connections open, by user
 	closed bool
 
-	mem       budget
+	mem       *budget
 	lingering atomic.Int32 // refused connections being read from
 
 	metrics *metrics
@@ -110,8 +111,12 @@ func New(cfg Config) *Server {
 	if cfg.MaxMemory <= 0 {
 		cfg.MaxMemory = DefaultMaxMemory
 	}
-	// A frame larger than the whole budget could never be held.
-	cfg.MaxPayload = int(min(int64(cfg.MaxPayload), cfg.MaxMemory))
+	if cfg.MaxMemoryPerUID <= 0 || cfg.MaxMemoryPerUID > cfg.MaxMemory {
+		cfg.MaxMemoryPerUID = min(cfg.MaxMemory, max(cfg.MaxMemory/2, int64(cfg.MaxPayload)))
+	}
+	// A frame larger than one request may hold could never be read.
+	mem := newBudget(cfg.MaxMemory, cfg.MaxMemoryPerUID)
+	cfg.MaxPayload = int(min(int64(cfg.MaxPayload), mem.largest()))
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
@@ -129,7 +134,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, buses: map[string]*entry{}, conns: map[*conn]struct{}{}, perUID: map[uint32]int{},
 		rescan: make(chan struct{}, 1)}
-	s.mem.max = cfg.MaxMemory
+	s.mem = mem
 	s.metrics = newMetrics(s)
 	return s
 }

@@ -170,7 +170,7 @@ func ReadFrame(r io.Reader, max int) (Frame, error) {
 	if err != nil {
 		return Frame{Type: typ, ID: id}, err
 	}
-	p, _, err := readPayload(n, func(b []byte) (int, error) { return r.Read(b) }, func(int) bool { return true })
+	p, _, err := readPayload(n, func(b []byte) (int, error) { return r.Read(b) }, func(int, int) error { return nil })
 	if err != nil {
 		return Frame{}, err
 	}
@@ -179,15 +179,16 @@ func ReadFrame(r io.Reader, max int) (Frame, error) {
 
 // readPayload reads n bytes with read into a buffer that starts at
 // firstChunk bytes and at most doubles each time it is full. grow is asked
-// for the bytes of every allocation first; when it refuses, readPayload
-// returns errOverBudget with the bytes read so far. held is what grow
+// for the bytes each allocation adds (and the size it makes) first; when it
+// refuses, readPayload
+// returns its error with the bytes read so far. held is what grow
 // granted (and the caller must give back), on error too.
-func readPayload(n int, read func([]byte) (int, error), grow func(add int) bool) (p []byte, held int, err error) {
+func readPayload(n int, read func([]byte) (int, error), grow func(add, total int) error) (p []byte, held int, err error) {
 	for len(p) < n {
 		if len(p) == cap(p) {
 			size := min(n, max(firstChunk, 2*cap(p)))
-			if !grow(size - cap(p)) {
-				return p, held, errOverBudget
+			if err := grow(size-cap(p), size); err != nil {
+				return p, held, err
 			}
 			held += size - cap(p)
 			bigger := make([]byte, len(p), size)
