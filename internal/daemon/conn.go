@@ -126,10 +126,10 @@ func (c *conn) readFailed(f Frame, err error) {
 		return
 	case errors.Is(err, ErrTooLarge):
 		c.s.metrics.frameErrors.WithLabelValues("too_large").Inc()
-		c.reply(f.ID, TypeError, encodeError(CodeTooLarge, err.Error()+"; closing the connection"))
+		c.farewell(f.ID, CodeTooLarge, err.Error()+"; closing the connection")
 	case errors.Is(err, ErrFrame):
 		c.s.metrics.frameErrors.WithLabelValues("bad_frame").Inc()
-		c.reply(f.ID, TypeError, encodeError(CodeBadFrame, err.Error()+"; closing the connection"))
+		c.farewell(f.ID, CodeBadFrame, err.Error()+"; closing the connection")
 	case errors.Is(err, errNoHello), errors.Is(err, errStalled), errors.Is(err, errIdle):
 		kind := "idle"
 		if errors.Is(err, errNoHello) {
@@ -138,13 +138,22 @@ func (c *conn) readFailed(f Frame, err error) {
 			kind = "frame"
 		}
 		c.s.metrics.timeouts.WithLabelValues(kind).Inc()
-		c.wmu.Lock()
-		farewell(c.c, 0, CodeTimeout, err.Error()+"; closing the connection")
-		c.wmu.Unlock()
+		c.farewell(0, CodeTimeout, err.Error()+"; closing the connection")
 	default:
 		c.s.metrics.frameErrors.WithLabelValues("truncated").Inc()
 	}
 	c.s.cfg.Logf("%s: closing the connection: %v", c.label, err)
+}
+
+// farewell writes the ERROR that ends the connection, after what is
+// buffered, waiting at most a second for the client to take it.
+func (c *conn) farewell(id uint32, code Code, msg string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.c.SetWriteDeadline(time.Now().Add(time.Second))
+	if c.w.Flush() == nil {
+		farewell(c.c, id, code, msg)
+	}
 }
 
 // reply writes one frame (with a descriptor, if fd >= 0).
