@@ -26,6 +26,8 @@ type Consumer struct {
 
 	lastRecover time.Time
 	emptyLooks  uint32 // lanes found empty by receives, for checkStuck
+
+	peeked *message // returned by the last Peek and not yet released
 }
 
 // NewConsumer takes the bus's consumer role. It fails with ErrBusy while a
@@ -108,13 +110,64 @@ func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
 	}
 	defer c.b.exit()
 	err = segment.Guard(func() error {
-		n, prio, err = c.receive(buf)
+		n, prio, err = c.receive(buf, false)
 		return err
 	})
 	return n, prio, c.wrap(err)
 }
 
-func (c *Consumer) receive(buf []byte) (int, int, error) {
+// TryPeek copies the next message into buf like TryReceive, but leaves it
+// on the bus until Release: for a caller that must hand the message on (a
+// write to a file or a socket) before it may leave the bus. Until Release,
+// every receive, peek or poll finds it again (unless a more urgent message
+// came meanwhile), and a consumer that closes or dies first leaves it to
+// the next consumer.
+func (c *Consumer) TryPeek(buf []byte) (n, prio int, err error) {
+	if err := c.check(); err != nil {
+		return 0, 0, err
+	}
+	defer c.b.exit()
+	err = segment.Guard(func() error {
+		n, prio, err = c.receive(buf, true)
+		return err
+	})
+	return n, prio, c.wrap(err)
+}
+
+// Peek is TryPeek that waits for a message as Receive does.
+func (c *Consumer) Peek(ctx context.Context, buf []byte) (n, prio int, err error) {
+	return c.await(ctx, buf, true)
+}
+
+// Release takes the message the last TryPeek or Peek returned off the bus.
+// With no such message (none was peeked, or a receive came since) it does
+// nothing.
+func (c *Consumer) Release() error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	defer c.b.exit()
+	err := segment.Guard(func() error {
+		m := c.peeked
+		if m == nil {
+			return nil
+		}
+		c.peeked = nil
+		c.take(*m)
+		c.lanes[m.lane].Release()
+		c.finish(*m)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("bus %q: release: %w", c.b.name, err)
+	}
+	return nil
+}
+
+// receive copies the next message into buf and, unless keep, takes it off
+// the bus; with keep it is remembered for Release.
+func (c *Consumer) receive(buf []byte, keep bool) (int, int, error) {
+	c.peeked = nil
 	for i := len(c.lanes) - 1; i >= 0; i-- {
 		m, err := c.next(i)
 		if err == ring.ErrEmpty {
@@ -132,6 +185,10 @@ func (c *Consumer) receive(buf []byte) (int, int, error) {
 			return 0, i, &ShortBufferError{Need: len(m.data), Have: len(buf)}
 		}
 		n := copy(buf, m.data)
+		if keep {
+			c.peeked = &m
+			return n, i, nil
+		}
 		c.take(m)
 		c.lanes[i].Release()
 		c.finish(m)
@@ -253,13 +310,17 @@ func (c *Consumer) finish(m message) {
 // Receive is TryReceive that waits for a message until ctx is done (its
 // error is returned) or the bus is closed (ErrClosed).
 func (c *Consumer) Receive(ctx context.Context, buf []byte) (n, prio int, err error) {
+	return c.await(ctx, buf, false)
+}
+
+func (c *Consumer) await(ctx context.Context, buf []byte, keep bool) (n, prio int, err error) {
 	if err := c.check(); err != nil {
 		return 0, 0, err
 	}
 	defer c.b.exit()
 	err = segment.Guard(func() error {
 		for {
-			n, prio, err = c.receive(buf)
+			n, prio, err = c.receive(buf, keep)
 			if err != ErrEmpty {
 				return err
 			}
@@ -279,6 +340,7 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 		return 0, err
 	}
 	defer c.b.exit()
+	c.peeked = nil
 	total := 0
 	err := segment.Guard(func() error {
 		for i := len(c.lanes) - 1; i >= 0; i-- {
@@ -394,6 +456,7 @@ func (c *Consumer) wrap(err error) error {
 // stay for the next consumer); the bus calls it when it closes with the
 // consumer still open.
 func (c *Consumer) abandon() {
+	c.peeked = nil
 	for _, l := range c.lanes {
 		l.Release()
 		l.Flush()

@@ -2019,6 +2019,7 @@ static int daemon_error(const uint8_t *payload, uint32_t len)
 		{SHMBUS_ERR_TIMEOUT, "TIMEOUT"},       {SHMBUS_ERR_NO_SLOT, "NO_SLOT"},
 		{SHMBUS_ERR_CORRUPT, "CORRUPT"},       {SHMBUS_ERR_UNSUPPORTED, "UNSUPPORTED"},
 		{SHMBUS_ERR_DAEMON, "SHUTDOWN"},       {SHMBUS_ERR_DAEMON, "INTERNAL"},
+		{SHMBUS_ERR_BUSY, "CONN_LIMIT"},       {SHMBUS_ERR_BUSY, "OVERLOADED"},
 	};
 	dec_t d = {.p = payload, .n = len};
 	unsigned code = (unsigned)dec_uint(&d, 2);

@@ -42,7 +42,7 @@ __all__ = [
     "BadFrame", "UnknownType", "TooLarge", "BadVersion", "HelloRequired",
     "NotFound", "Exists", "PermissionDenied", "BadName", "BadArgument",
     "Busy", "Full", "Empty", "Timeout", "NoSlot", "Corrupt", "Unsupported",
-    "Shutdown", "InternalError",
+    "Shutdown", "InternalError", "ConnLimit", "Overloaded",
     "MULTI_PRODUCER", "SINGLE_PRODUCER",
     "WAKE_DEFAULT", "WAKE_FUTEX", "WAKE_SEM",
     "KIND_FILE", "KIND_MEMFD",
@@ -189,11 +189,19 @@ Unsupported = _error_class(
 Shutdown = _error_class(18, "SHUTDOWN", "The daemon is shutting down.")
 InternalError = _error_class(
     19, "INTERNAL", "Anything else (also any error code this client does not know).")
+ConnLimit = _error_class(
+    20, "CONN_LIMIT",
+    "The daemon has as many connections open as it allows (in all, or for "
+    "this user); the connection is closed.")
+Overloaded = _error_class(
+    21, "OVERLOADED",
+    "The daemon's memory budget had no room for the request; try again later.")
 
 ERRORS = {cls.code: cls for cls in (
     BadFrame, UnknownType, TooLarge, BadVersion, HelloRequired, NotFound,
     Exists, PermissionDenied, BadName, BadArgument, Busy, Full, Empty,
-    Timeout, NoSlot, Corrupt, Unsupported, Shutdown, InternalError)}
+    Timeout, NoSlot, Corrupt, Unsupported, Shutdown, InternalError,
+    ConnLimit, Overloaded)}
 
 
 def error_from(code, message):

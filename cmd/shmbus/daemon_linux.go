@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -42,6 +43,10 @@ func (a *app) daemonCmd() *cobra.Command {
 		mode    = uint32(0o666)
 		poll    = 50 * time.Millisecond
 		quiet   bool
+		cfg     daemon.Config
+		payload int // 0: daemon.DefaultMaxPayload
+		memory  = daemon.DefaultMaxMemory
+		perUID  int // 0: half of --max-memory
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -54,6 +59,16 @@ identified by the kernel (SO_PEERCRED) and admitted to a bus by the bus's
 owner and mode. A client's connection is its lease: when it ends, what the
 daemon held for it is given back, and once its process has exited, the peer
 slots it held are released and its unpublished claims recovered.
+
+What one client can make it hold is bounded: frames before HELLO carry at
+most 4 KiB, a frame's buffer grows with the bytes that arrive (never to
+the length its header declares before they come), every frame buffer and
+large RECV reply is reserved from one memory budget (--max-memory, of
+which one user's large requests hold at most --max-memory-per-uid; a
+request it has no room for is refused with ERROR OVERLOADED), and a
+connection must finish HELLO within --hello-timeout and keep a started
+frame coming (--frame-timeout). At most --max-conns connections are open,
+--max-conns-per-uid per user; others are refused with ERROR CONN_LIMIT.
 
 With --metrics ADDR it serves Prometheus metrics at http://ADDR/metrics.
 It runs until SIGINT or SIGTERM, then closes every connection, removes the
@@ -68,7 +83,24 @@ socket and exits with status 0.`,
 			if quiet {
 				logf = func(string, ...any) {}
 			}
-			return a.runDaemon(cmd.Context(), socket, metrics, os.FileMode(mode), poll, logf)
+			cfg.PollInterval, cfg.Logf = poll, logf
+			switch {
+			case cfg.MaxConns < 1 || cfg.MaxConnsPerUID < 1:
+				return usagef("daemon: --max-conns and --max-conns-per-uid must be at least 1")
+			case cfg.HelloTimeout <= 0 || cfg.FrameTimeout <= 0 || cfg.WriteTimeout <= 0 || cfg.IdleTimeout < 0:
+				return usagef("daemon: --hello-timeout, --frame-timeout and --write-timeout must be positive, --idle-timeout 0 or more")
+			}
+			if payload == 0 {
+				payload = daemon.DefaultMaxPayload
+			}
+			cfg.MaxPayload, cfg.MaxMemory, cfg.MaxMemoryPerUID = payload, int64(memory), int64(perUID)
+			if perUID > memory {
+				return usagef("daemon: --max-memory-per-uid %s is more than --max-memory %s", formatSize(perUID), formatSize(memory))
+			}
+			if payload > memory {
+				return usagef("daemon: --max-payload %s is more than --max-memory %s", formatSize(payload), formatSize(memory))
+			}
+			return a.runDaemon(cmd.Context(), socket, metrics, os.FileMode(mode), cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -78,10 +110,20 @@ socket and exits with status 0.`,
 	f.Var(durValue{&poll}, "poll", "how often peer tables are scanned for joins, departures and deaths")
 	cmd.RegisterFlagCompletionFunc("metrics", cobra.NoFileCompletions)
 	f.BoolVar(&quiet, "quiet", false, "do not log connections and leases on stderr")
+	f.Var(sizeValue{&payload}, "max-payload", "largest frame payload after HELLO, announced in WELCOME (default 64MiB+64KiB; less if the memory budget cannot hold that)")
+	f.Var(sizeValue{&memory}, "max-memory", "memory budget of the frame buffers of all connections together; also sets the Go runtime's soft memory limit unless GOMEMLIMIT is set")
+	f.Var(sizeValue{&perUID}, "max-memory-per-uid", "most of the memory budget one user's connections may hold in requests over 64 KiB (default half of --max-memory, at least --max-payload)")
+	f.IntVar(&cfg.MaxConns, "max-conns", daemon.DefaultMaxConns, "at most `N` connections open at once")
+	f.IntVar(&cfg.MaxConnsPerUID, "max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "at most `N` connections open at once by one user")
+	f.DurationVar(&cfg.HelloTimeout, "hello-timeout", daemon.DefaultHelloTimeout, "HELLO must be complete `DUR` after connecting")
+	f.DurationVar(&cfg.FrameTimeout, "frame-timeout", daemon.DefaultFrameTimeout, "a started frame may go `DUR` without a byte arriving")
+	f.DurationVar(&cfg.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "a reply may wait `DUR` for the client to read more of it; then the connection ends (a received message stays on the bus)")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "a connection may go `DUR` without a request (0: for ever; a connection is a lease)")
 	return cmd
 }
 
-func (a *app) runDaemon(ctx context.Context, socket, metricsAddr string, mode os.FileMode, poll time.Duration, logf func(string, ...any)) error {
+func (a *app) runDaemon(ctx context.Context, socket, metricsAddr string, mode os.FileMode, cfg daemon.Config) error {
+	logf := cfg.Logf
 	if mode&^os.ModePerm != 0 {
 		return usagef("daemon: --socket-mode %#o has bits other than permissions", mode)
 	}
@@ -100,19 +142,20 @@ func (a *app) runDaemon(ctx context.Context, socket, metricsAddr string, mode os
 	}
 	defer os.Remove(socket)
 
-	srv := daemon.New(daemon.Config{
-		Dir:          a.dir,
-		PollInterval: poll,
-		Version:      "shmbus " + moduleVersion(),
-		Logf:         logf,
-		StatJSON: func(b *shmbus.Bus) ([]byte, error) {
-			st, err := statBus(b)
-			if err != nil {
-				return nil, err
-			}
-			return json.Marshal(st)
-		},
-	})
+	cfg.Dir, cfg.Version = a.dir, "shmbus "+moduleVersion()
+	cfg.StatJSON = func(b *shmbus.Bus) ([]byte, error) {
+		st, err := statBus(b)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(st)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Garbage of refused and finished frames is collected before the
+		// heap outgrows the budget by much.
+		debug.SetMemoryLimit(daemon.RuntimeMemoryLimit(cfg.MaxMemory))
+	}
+	srv := daemon.New(cfg)
 	if metricsAddr != "" {
 		ml, err := net.Listen("tcp", metricsAddr)
 		if err != nil {

@@ -114,6 +114,15 @@ func (c *Client) Do(typ uint16, payload []byte) (Frame, error) {
 	c.nextID++
 	id := c.nextID
 	if _, err := c.c.Write(AppendFrame(nil, typ, id, payload)); err != nil {
+		// The daemon may have said why it closed the connection.
+		c.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		f, rerr := c.read()
+		c.c.SetReadDeadline(time.Time{})
+		if rerr == nil && f.Type == TypeError {
+			if e, derr := decodeError(f.Payload); derr == nil {
+				return f, e
+			}
+		}
 		return Frame{}, err
 	}
 	for {
@@ -127,7 +136,9 @@ func (c *Client) Do(typ uint16, payload []byte) (Frame, error) {
 			}
 			continue
 		}
-		if f.ID != id {
+		// An ERROR of id 0 is about the connection (a limit, a deadline):
+		// the answer to whatever was asked.
+		if f.ID != id && (f.Type != TypeError || f.ID != 0) {
 			return f, fmt.Errorf("reply for request %d while waiting for %d", f.ID, id)
 		}
 		if f.Type == TypeError {

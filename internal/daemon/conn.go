@@ -5,6 +5,7 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -39,59 +40,82 @@ type conn struct {
 	leases map[*entry]bool // buses whose descriptor the client has
 	subs   map[string]bool // "" is every bus
 	events chan Event      // to the event writer, once subscribed
-	rbuf   []byte          // RECV's buffer (requests run one at a time)
-	done   chan struct{}   // closed when the connection ends
+	rbuf   []byte          // RECV's buffer for small messages (requests run one at a time)
+
+	afterReply func(werr error) // set by a request to learn whether its reply was written
+	done       chan struct{}    // closed when the connection ends
+
+	helloBy time.Time // when HELLO must have come
 }
 
-func newConn(s *Server, c *net.UnixConn) (*conn, error) {
-	cred, err := peerCreds(c)
-	if err != nil {
-		return nil, err
-	}
-	cn := &conn{s: s, c: c, cred: cred, pidfd: -1, w: bufio.NewWriterSize(c, 64<<10),
+func newConn(s *Server, c *net.UnixConn, cred creds) *conn {
+	cn := &conn{s: s, c: c, cred: cred, pidfd: -1, w: bufio.NewWriterSize(c, 16<<10),
 		prods: map[*entry]*shmbus.Producer{}, cons: map[*entry]*shmbus.Consumer{},
 		leases: map[*entry]bool{}, subs: map[string]bool{}, done: make(chan struct{}),
-		label: fmt.Sprintf("client pid %d uid %d", cred.pid, cred.uid)}
+		label:   fmt.Sprintf("client pid %d uid %d", cred.pid, cred.uid),
+		helloBy: time.Now().Add(s.cfg.HelloTimeout)}
 	if fd, err := unix.PidfdOpen(int(cred.pid), 0); err == nil {
 		cn.pidfd = fd
 	}
-	return cn, nil
+	return cn
 }
 
 // serve reads and answers requests until the connection ends, then ends
 // the client's leases.
 func (c *conn) serve(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
-	frames := make(chan Frame)
+	reqs := make(chan request)
 	go func() {
-		defer close(frames)
+		defer close(reqs)
 		// Reads run here so that a client that goes away cancels a
 		// request waiting on its behalf.
 		defer cancel()
-		r := bufio.NewReaderSize(c.c, 64<<10)
+		r := bufio.NewReaderSize(c.c, 16<<10)
 		for {
-			f, err := ReadFrame(r, c.s.cfg.MaxPayload)
+			hello := c.helloDone()
+			limit := c.s.cfg.MaxPayload
+			if !hello {
+				limit = HelloMaxPayload
+			}
+			req, err := c.readRequest(r, limit, hello)
 			if err != nil {
-				c.readFailed(f, err)
+				c.readFailed(req.Frame, err)
 				return
 			}
+			if !hello {
+				// Until HELLO is answered, one frame at a time: what
+				// follows it is read under the limits of a greeted
+				// connection.
+				c.handle(ctx, req)
+				continue
+			}
 			select {
-			case frames <- f:
+			case reqs <- req:
 			case <-ctx.Done():
+				c.give(req.held)
 				return
 			}
 		}
 	}()
-	for f := range frames {
+	for req := range reqs {
 		if ctx.Err() != nil {
+			c.give(req.held)
 			break
 		}
-		c.handle(ctx, f)
+		c.handle(ctx, req)
 	}
 	cancel()
 	c.c.Close()
 	close(c.done)
 	c.endLeases()
+	c.give(len(c.rbuf))
+	c.rbuf = nil
+}
+
+func (c *conn) helloDone() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hello
 }
 
 // readFailed answers a frame that could not be read, when there is
@@ -102,14 +126,34 @@ func (c *conn) readFailed(f Frame, err error) {
 		return
 	case errors.Is(err, ErrTooLarge):
 		c.s.metrics.frameErrors.WithLabelValues("too_large").Inc()
-		c.reply(f.ID, TypeError, encodeError(CodeTooLarge, err.Error()+"; closing the connection"))
+		c.farewell(f.ID, CodeTooLarge, err.Error()+"; closing the connection")
 	case errors.Is(err, ErrFrame):
 		c.s.metrics.frameErrors.WithLabelValues("bad_frame").Inc()
-		c.reply(f.ID, TypeError, encodeError(CodeBadFrame, err.Error()+"; closing the connection"))
+		c.farewell(f.ID, CodeBadFrame, err.Error()+"; closing the connection")
+	case errors.Is(err, errNoHello), errors.Is(err, errStalled), errors.Is(err, errIdle):
+		kind := "idle"
+		if errors.Is(err, errNoHello) {
+			kind = "hello"
+		} else if errors.Is(err, errStalled) {
+			kind = "frame"
+		}
+		c.s.metrics.timeouts.WithLabelValues(kind).Inc()
+		c.farewell(0, CodeTimeout, err.Error()+"; closing the connection")
 	default:
 		c.s.metrics.frameErrors.WithLabelValues("truncated").Inc()
 	}
 	c.s.cfg.Logf("%s: closing the connection: %v", c.label, err)
+}
+
+// farewell writes the ERROR that ends the connection, after what is
+// buffered, waiting at most a second for the client to take it.
+func (c *conn) farewell(id uint32, code Code, msg string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.c.SetWriteDeadline(time.Now().Add(time.Second))
+	if c.w.Flush() == nil {
+		farewell(c.c, id, code, msg)
+	}
 }
 
 // reply writes one frame (with a descriptor, if fd >= 0).
@@ -120,47 +164,95 @@ func (c *conn) reply(id uint32, typ uint16, payload []byte) error {
 func (c *conn) replyFD(id uint32, typ uint16, payload []byte, fd int) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	frame := AppendFrame(make([]byte, 0, headerLen+len(payload)), typ, id, payload)
-	c.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	// The header goes through the buffer; a large payload mostly past it,
+	// so that it is not copied again.
+	head := AppendFrame(make([]byte, 0, headerLen), typ, id, nil)
+	binary.LittleEndian.PutUint32(head, uint32(8+len(payload)))
+	c.c.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	if fd >= 0 {
 		// The descriptor rides on the frame's first byte.
 		if err := c.w.Flush(); err != nil {
 			return err
 		}
-		if _, _, err := c.c.WriteMsgUnix(frame[:1], unix.UnixRights(fd), nil); err != nil {
+		if _, _, err := c.c.WriteMsgUnix(head[:1], unix.UnixRights(fd), nil); err != nil {
 			return err
 		}
-		frame = frame[1:]
+		head = head[1:]
 	}
-	if _, err := c.w.Write(frame); err != nil {
+	if _, err := c.w.Write(head); err != nil {
 		return err
+	}
+	// The deadline is for progress: a large reply to a client that keeps
+	// reading takes as long as it takes.
+	for len(payload) > 0 {
+		k := min(len(payload), writeChunk)
+		if _, err := c.w.Write(payload[:k]); err != nil {
+			return err
+		}
+		payload = payload[k:]
+		c.c.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	}
 	return c.w.Flush()
 }
 
-// handle executes one request and answers it.
-func (c *conn) handle(ctx context.Context, f Frame) {
+// writeChunk is how much of a reply is written under one write deadline.
+const writeChunk = 256 << 10
+
+// handle executes one request and answers it. The budget its frame held
+// is given back once it has executed, before the reply is written: no reply
+// refers to a request's payload.
+func (c *conn) handle(ctx context.Context, req request) {
+	f := req.Frame
 	name := typeNames[f.Type]
 	if name == "" {
 		name = "unknown"
 	}
 	start := time.Now()
-	typ, payload, fd, err := c.dispatch(ctx, f)
+	var (
+		typ     uint16
+		payload []byte
+		fd      *os.File
+		err     error
+	)
+	if req.refused != nil {
+		err = &Error{CodeOverloaded, fmt.Sprintf("%s of %d bytes refused: %v; try again later", name, req.length, req.refused)}
+	} else {
+		typ, payload, fd, err = c.dispatch(ctx, f)
+	}
+	c.give(req.held)
 	if fd != nil {
 		defer fd.Close()
 	}
 	if err != nil {
 		code, msg := errorCode(err)
 		c.s.metrics.request(name, code.String(), time.Since(start))
-		c.reply(f.ID, TypeError, encodeError(code, msg))
+		if werr := c.reply(f.ID, TypeError, encodeError(code, msg)); werr != nil {
+			c.writeFailed(werr)
+		}
 		return
 	}
 	c.s.metrics.request(name, "OK", time.Since(start))
+	fdn := -1
 	if fd != nil {
-		c.replyFD(f.ID, typ, payload, int(fd.Fd()))
-		return
+		fdn = int(fd.Fd())
 	}
-	c.reply(f.ID, typ, payload)
+	werr := c.replyFD(f.ID, typ, payload, fdn)
+	if after := c.afterReply; after != nil {
+		c.afterReply = nil
+		after(werr)
+	}
+	if werr != nil {
+		c.writeFailed(werr)
+	}
+}
+
+// writeFailed ends a connection whose reply could not be written whole:
+// the frame may have been cut, and nothing after it could be read.
+func (c *conn) writeFailed(err error) {
+	if !errors.Is(err, net.ErrClosed) {
+		c.s.cfg.Logf("%s: closing the connection: reply not written: %v", c.label, err)
+	}
+	c.c.Close()
 }
 
 func (c *conn) dispatch(ctx context.Context, f Frame) (uint16, []byte, *os.File, error) {
@@ -284,9 +376,12 @@ func (c *conn) doCreate(p []byte) (uint16, []byte, *os.File, error) {
 		return 0, nil, nil, &Error{CodePermission, fmt.Sprintf("create %q: the daemon runs as uid %d and cannot make a bus owned by uid %d",
 			m.Name, os.Geteuid(), c.cred.uid)}
 	}
+	// One name means one bus: a memfd bus's name must be free in the
+	// directory, and a file bus's among the daemon's memfd buses.
+	if c.s.memfdNamed(m.Name) {
+		return 0, nil, nil, &Error{CodeExists, fmt.Sprintf("create %q: a memfd bus of that name exists", m.Name)}
+	}
 	if opts.Memfd {
-		// The name must be free among the directory's buses too, so that
-		// one name means one bus.
 		if _, err := os.Stat(segment.Path(c.s.cfg.Dir, m.Name)); err == nil {
 			return 0, nil, nil, &Error{CodeExists, fmt.Sprintf("create %q: a bus of that name exists in the directory", m.Name)}
 		}
@@ -435,7 +530,7 @@ func (c *conn) doSend(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	c.s.metrics.relayed("send", len(m.Message))
+	c.s.metrics.relayed("in", len(m.Message))
 	return TypeOK, nil, nil, nil
 }
 
@@ -469,30 +564,67 @@ func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 		c.cons[e] = cons
 		c.mu.Unlock()
 	}
+	// The message is copied into the reply's payload (after its priority
+	// and length) and taken off the bus only once the reply is written:
+	// a client that goes away before it has the whole reply leaves the
+	// message to the next consumer.
 	if c.rbuf == nil {
-		c.rbuf = make([]byte, e.bus.MaxRecordPayload())
+		if err := c.take(smallMessage+5, smallMessage+5); err != nil {
+			return 0, nil, nil, c.overloaded("receive from", m.Name, smallMessage+5, err)
+		}
+		c.rbuf = make([]byte, smallMessage+5)
 	}
+	buf, held := c.rbuf, 0
 	var n, prio int
 	if m.Flags&FlagNoWait != 0 {
-		n, prio, err = cons.TryReceive(c.rbuf)
+		n, prio, err = cons.TryPeek(buf[5:])
 	} else {
 		rctx, cancel := ctxFor(ctx, m.TimeoutMS)
-		n, prio, err = cons.Receive(rctx, c.rbuf)
+		n, prio, err = cons.Peek(rctx, buf[5:])
 		cancel()
 	}
-	// The buffer grows to the largest message met; the message waits on
-	// the bus meanwhile.
+	// A larger message gets a buffer of its own from the budget, for this
+	// reply only; it waits on the bus meanwhile.
 	var short *shmbus.ShortBufferError
-	if errors.As(err, &short) {
-		c.rbuf = make([]byte, short.Need)
-		n, prio, err = cons.TryReceive(c.rbuf)
+	for errors.As(err, &short) {
+		c.give(held)
+		held = 0
+		need := short.Need + 5
+		if int64(need) > c.s.mem.largest() {
+			return 0, nil, nil, &Error{CodeTooLarge, fmt.Sprintf("receive from %q: a message of %d bytes is larger than the daemon's memory budget lets one request hold (%d bytes); map the bus to receive it",
+				m.Name, short.Need, c.s.mem.largest())}
+		}
+		if err := c.take(need, need); err != nil {
+			return 0, nil, nil, c.overloaded("receive from", m.Name, need, err)
+		}
+		held, buf = need, make([]byte, need)
+		n, prio, err = cons.TryPeek(buf[5:])
 	}
 	if err != nil {
+		c.give(held)
 		return 0, nil, nil, err
 	}
-	buf := c.rbuf
-	c.s.metrics.relayed("recv", n)
-	return TypeMessage, Message{Priority: uint8(prio), Data: buf[:n]}.encode(), nil, nil
+	buf[0] = uint8(prio)
+	binary.LittleEndian.PutUint32(buf[1:], uint32(n))
+	c.afterReply = func(werr error) {
+		defer c.give(held)
+		if werr != nil {
+			c.s.cfg.Logf("%s: reply to RECV on %q not written (%v): the message stays on the bus", c.label, m.Name, werr)
+			return
+		}
+		if err := cons.Release(); err != nil {
+			c.s.cfg.Logf("%s: release a delivered message of %q: %v", c.label, m.Name, err)
+			return
+		}
+		c.s.metrics.relayed("out", n)
+	}
+	return TypeMessage, buf[:5+n], nil, nil
+}
+
+// overloaded is the refusal of a request the memory budget has no room for.
+func (c *conn) overloaded(what, name string, n int, err error) error {
+	c.s.metrics.overBudget.Inc()
+	return &Error{CodeOverloaded, fmt.Sprintf("%s %q: %d bytes refused: %v; try again later", what, name, n, err)}
 }
 
 func (c *conn) doRelease(p []byte) (uint16, []byte, *os.File, error) {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -500,7 +501,7 @@ func waitEvent(t *testing.T, c *Client, match func(Event) bool) Event {
 }
 
 func TestMalformedFrames(t *testing.T) {
-	d := startDaemon(t)
+	d := startDaemonWith(t, func(c *Config) { c.HelloTimeout = 500 * time.Millisecond })
 	good := d.dial(t)
 	if _, _, err := good.Create(Create{Name: "sturdy"}); err != nil {
 		t.Fatal(err)
@@ -518,8 +519,9 @@ func TestMalformedFrames(t *testing.T) {
 		want   Code // 0: the connection is closed without a reply
 		closed bool
 	}{
-		{"truncated header", []byte{20, 0, 0}, 0, true},
-		{"truncated payload", frame(TypeHello, 0, Hello{Version: 1}.encode())[:14], 0, true},
+		// A frame cut short before HELLO waits for the hello deadline.
+		{"truncated header", []byte{20, 0, 0}, CodeTimeout, true},
+		{"truncated payload", frame(TypeHello, 0, Hello{Version: 1}.encode())[:14], CodeTimeout, true},
 		{"length below 8", []byte{4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}, CodeBadFrame, true},
 		{"oversized length", []byte{0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0, 0, 0, 0, 0}, CodeTooLarge, true},
 		{"flags set", frame(TypeHello, 1, Hello{Version: 1}.encode()), CodeBadFrame, true},
@@ -610,7 +612,43 @@ func dialRaw(path string) (*Client, error) {
 
 func TestMetrics(t *testing.T) {
 	d := startDaemon(t)
-	a := d.dial(t)
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		d.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	check := func(body string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(body, w+"\n") {
+				t.Errorf("metrics lack %s", w)
+			}
+		}
+		if t.Failed() {
+			t.Fatalf("metrics:\n%s", body)
+		}
+	}
+	// Before any traffic: every series of known labels is there, at 0.
+	check(scrape(),
+		`shmbus_build_info{goversion="`+runtime.Version()+`",protocol="1",version="test"} 1`,
+		`shmbus_daemon_connections_open 0`,
+		`shmbus_daemon_connections_total 0`,
+		`shmbus_daemon_frame_errors_total{kind="too_large"} 0`,
+		`shmbus_daemon_frame_errors_total{kind="bad_frame"} 0`,
+		`shmbus_daemon_frame_errors_total{kind="truncated"} 0`,
+		`shmbus_daemon_connections_refused_total{reason="uid_limit"} 0`,
+		`shmbus_daemon_connection_timeouts_total{kind="hello"} 0`,
+		`shmbus_daemon_peer_events_total{kind="crash"} 0`,
+		`shmbus_daemon_relayed_messages_total{direction="in"} 0`,
+		`shmbus_daemon_buffered_bytes 0`,
+		`shmbus_daemon_memory_budget_bytes `+strconv.FormatFloat(DefaultMaxMemory, 'g', -1, 64),
+		`shmbus_daemon_memory_refusals_total 0`,
+	)
+
+	a, sub := d.dial(t), d.dial(t)
+	if err := sub.Subscribe(""); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := a.Create(Create{Name: "metered", Priorities: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -620,33 +658,59 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	waitEvent(t, sub, func(ev Event) bool { return ev.Kind == EventJoin && ev.Bus == "metered" && ev.Role == 1 })
 	// The daemon's producer flushes its counters when it goes idle; the
 	// consumer's counters show the messages at once on receive.
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 3; i++ {
 		if _, _, err := a.Recv("metered", true, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// A bus made outside the daemon, with a message waiting and a peer.
+	outside, err := shmbus.Create("outside", &shmbus.Options{Dir: d.dir, Priorities: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outside.Remove()
+	p, err := outside.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.TrySend([]byte("waiting"), 0); err != nil {
+		t.Fatal(err)
+	}
 	a.Release("metered")
-	rec := httptest.NewRecorder()
-	d.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body := rec.Body.String()
-	for _, want := range []string{
+	waitEvent(t, sub, func(ev Event) bool { return ev.Kind == EventLeave && ev.Bus == "metered" && ev.Role == 1 })
+	check(scrape(),
 		`shmbus_bus_messages_total{bus="metered",direction="in",priority="1"} 5`,
-		`shmbus_bus_messages_total{bus="metered",direction="out",priority="1"} 5`,
-		`shmbus_bus_bytes_total{bus="metered",direction="out",priority="1"} 40`,
+		`shmbus_bus_messages_total{bus="metered",direction="out",priority="1"} 3`,
+		`shmbus_bus_bytes_total{bus="metered",direction="out",priority="1"} 24`,
 		`shmbus_bus_depth_bytes{bus="metered",priority="0"} 0`,
-		`shmbus_daemon_connections 1`,
+		`shmbus_bus_waiting_messages{bus="metered",priority="1"} 2`,
+		`shmbus_bus_waiting_messages{bus="metered",priority="0"} 0`,
+		`shmbus_bus_peers{alive="true",bus="metered",role="consumer"} 0`,
+		`shmbus_bus_waiting_messages{bus="outside",priority="0"} 1`,
+		`shmbus_bus_peers{alive="true",bus="outside",role="producer"} 1`,
+		`shmbus_bus_capacity_bytes{bus="outside",priority="0"} `+strconv.FormatFloat(shmbus.DefaultLaneCapacity, 'g', -1, 64),
+		`shmbus_daemon_connections_open 2`,
+		`shmbus_daemon_connections_total 2`,
 		`shmbus_daemon_requests_total{result="OK",type="send"} 5`,
-		`shmbus_daemon_relayed_messages_total{direction="recv"} 5`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %s", want)
+		`shmbus_daemon_relayed_messages_total{direction="in"} 5`,
+		`shmbus_daemon_relayed_messages_total{direction="out"} 3`,
+		`shmbus_daemon_relayed_bytes_total{direction="out"} 24`,
+	)
+	body := scrape()
+	for _, kind := range []string{"join", "leave"} {
+		series := `shmbus_daemon_peer_events_total{kind="` + kind + `"} `
+		i := strings.Index(body, series)
+		if i < 0 {
+			t.Fatalf("no %s", series)
+		}
+		if n, _ := strconv.Atoi(body[i+len(series) : i+len(series)+strings.IndexByte(body[i+len(series):], '\n')]); n < 1 {
+			t.Errorf("%s%d, want the events the subscriber saw", series, n)
 		}
 	}
-	if t.Failed() {
-		t.Logf("metrics:\n%s", body)
-	}
+	p.Close()
 }
 
 func TestShutdownEndsConnections(t *testing.T) {
@@ -709,5 +773,164 @@ func TestBusRemovedBehindTheDaemon(t *testing.T) {
 	buf := make([]byte, 16)
 	if n, prio, err := c.TryReceive(buf); err != nil || string(buf[:n]) != "new" || prio != 1 {
 		t.Fatalf("the new bus got %q at %d, %v", buf[:n], prio, err)
+	}
+}
+
+// TestCreateAfterRemovedBehindTheDaemon: a bus the daemon made and another
+// program removed can be made again through the daemon at once; CREATE
+// looks at the directory, not at what the daemon still has open.
+func TestCreateAfterRemovedBehindTheDaemon(t *testing.T) {
+	d := startDaemon(t)
+	a := d.dial(t)
+	if _, _, err := a.Create(Create{Name: "phoenix"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := shmbus.Remove(d.dir, "phoenix"); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := a.List(); err != nil || len(names) != 0 {
+		t.Fatalf("list after the removal: %v, %v; want none", names, err)
+	}
+	info, _, err := a.Create(Create{Name: "phoenix", Priorities: 3})
+	if err != nil {
+		t.Fatalf("create after the removal: %v; want a new bus", err)
+	}
+	defer a.Remove("phoenix")
+	if info.Priorities != 3 {
+		t.Errorf("bus info %+v, want the new bus's 3 priorities", info)
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "shmbus.phoenix")); err != nil {
+		t.Errorf("the new bus has no file: %v", err)
+	}
+	if err := a.Send("phoenix", 2, []byte("risen"), true, 0); err != nil {
+		t.Fatal(err)
+	}
+	if prio, got, err := a.Recv("phoenix", true, 0); err != nil || prio != 2 || string(got) != "risen" {
+		t.Errorf("round trip on the new bus: %q at %d, %v", got, prio, err)
+	}
+	// A name held by one of the daemon's memfd buses stays taken.
+	if _, _, err := a.Create(Create{Name: "anon", Flags: FlagMemfd}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove("anon")
+	if _, _, err := a.Create(Create{Name: "anon"}); code(err) != CodeExists {
+		t.Errorf("file create over a memfd bus's name: %v, want EXISTS", err)
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "shmbus.anon")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused create left a file: %v", err)
+	}
+}
+
+// TestRecvReplyNotWrittenKeepsMessage: RECV takes a message off the bus
+// only once its reply is written. A client that closes its connection
+// after a few bytes of a large reply leaves the message to the next
+// consumer, which gets it whole; a client that reads slowly gets it whole.
+func TestRecvReplyNotWrittenKeepsMessage(t *testing.T) {
+	d := startDaemon(t)
+	a := d.dial(t)
+	if _, _, err := a.Create(Create{Name: "keep", LaneCapacity: 1 << 20, MaxMessage: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove("keep")
+	// Larger than what the socket buffers between the daemon and a client
+	// that reads nothing.
+	first, second := msg(7, 0, 6<<20), msg(7, 1, 6<<20)
+	sizes := []int{len(first), len(second)}
+	sent := make(chan error, 1)
+	go func() {
+		for _, m := range [][]byte{first, second} {
+			if err := a.Send("keep", 0, m, false, 20*time.Second); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+
+	quitter, err := dialRaw(d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quitter.Conn().Write(AppendFrame(nil, TypeHello, 1, Hello{Version: 1}.encode()))
+	quitter.Conn().Write(AppendFrame(nil, TypeRecv, 2, Recv{Name: "keep", TimeoutMS: 20000}.encode()))
+	quitter.Conn().SetReadDeadline(time.Now().Add(20 * time.Second))
+	var got int
+	buf := make([]byte, 4096)
+	for got < 64<<10 { // WELCOME, and the start of the MESSAGE
+		n, err := quitter.Conn().Read(buf)
+		if err != nil {
+			t.Fatalf("reading the start of the reply: %v", err)
+		}
+		got += n
+	}
+	quitter.Conn().Close()
+	t.Logf("closed after %d bytes", got)
+
+	// The next consumer gets both messages, in order, whole; it reads its
+	// replies slowly.
+	b := d.dial(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for seq := uint32(0); seq < 2; {
+		_, got, err := b.Recv("keep", false, 10*time.Second)
+		if code(err) == CodeBusy && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // the quitter's lease ends soon
+			continue
+		}
+		if err != nil {
+			t.Fatalf("recv of message %d: %v", seq, err)
+		}
+		if k, s, err := checkMsg(got); err != nil || k != 7 || s != seq || len(got) != sizes[seq] {
+			t.Fatalf("message %d: producer %d seq %d, %d bytes: %v", seq, k, s, len(got), err)
+		}
+		seq++
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Recv("keep", true, 0); code(err) != CodeEmpty {
+		t.Errorf("after both messages: %v, want EMPTY", err)
+	}
+}
+
+// TestRecvSlowReaderKeepsMessage: a client that stops reading a large
+// reply for the write timeout loses its connection, not the message; one
+// that keeps reading gets it whole, however long that takes.
+func TestRecvSlowReaderKeepsMessage(t *testing.T) {
+	d := startDaemonWith(t, func(c *Config) { c.WriteTimeout = 500 * time.Millisecond })
+	a := d.dial(t)
+	if _, _, err := a.Create(Create{Name: "slow", LaneCapacity: 8 << 20, MaxMessage: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove("slow")
+	m := msg(8, 0, 6<<20)
+	if err := a.Send("slow", 0, m, false, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	sleeper, err := dialRaw(d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sleeper.Close()
+	sleeper.Conn().Write(AppendFrame(nil, TypeHello, 1, Hello{Version: 1}.encode()))
+	sleeper.Conn().Write(AppendFrame(nil, TypeRecv, 2, Recv{Name: "slow", Flags: FlagNoWait}.encode()))
+	time.Sleep(3 * time.Second) // reads nothing for six write timeouts
+	// What it reads now is WELCOME, part of the MESSAGE, then the end.
+	sleeper.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, sleeper.Conn())
+	if err != nil || n >= int64(len(m)) {
+		t.Fatalf("the sleeper read %d bytes, then %v; want less than the %d-byte message, then the end", n, err, len(m))
+	}
+	b := d.dial(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, got, err := b.Recv("slow", true, 0)
+		if code(err) == CodeBusy && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil || !bytes.Equal(got, m) {
+			t.Fatalf("the next consumer: %d bytes, %v; want the message whole", len(got), err)
+		}
+		break
 	}
 }

@@ -49,6 +49,12 @@ type testDaemon struct {
 
 func startDaemon(t *testing.T) *testDaemon {
 	t.Helper()
+	return startDaemonWith(t, nil)
+}
+
+// startDaemonWith is startDaemon with configure applied to its Config.
+func startDaemonWith(t *testing.T, configure func(*Config)) *testDaemon {
+	t.Helper()
 	base := t.TempDir()
 	// Children running as another user must reach the socket.
 	os.Chmod(base, 0o755)
@@ -64,13 +70,17 @@ func startDaemon(t *testing.T) *testDaemon {
 		t.Fatal(err)
 	}
 	os.Chmod(d.socket, 0o666)
-	d.srv = New(Config{Dir: d.dir, PollInterval: 20 * time.Millisecond, Version: "test",
+	cfg := Config{Dir: d.dir, PollInterval: 20 * time.Millisecond, Version: "test",
 		Logf: func(format string, args ...any) {
 			select {
 			case d.logs <- fmt.Sprintf(format, args...):
 			default:
 			}
-		}})
+		}}
+	if configure != nil {
+		configure(&cfg)
+	}
+	d.srv = New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	go func() { d.done <- d.srv.Serve(ctx, l) }()

@@ -4,7 +4,9 @@ package daemon
 
 import (
 	"net/http"
+	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,51 +14,83 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// metrics are the daemon's own counters, and a collector that reads every
-// open bus's statistics from its segment when scraped (so they cost
-// nothing between scrapes).
+// metrics are the daemon's own counters, and a collector that reads the
+// statistics of every bus of the directory (and every memfd bus of the
+// daemon) from its segment when scraped, so they cost nothing between
+// scrapes. Every labelled series whose label values are known in advance
+// starts at 0, so that it exists before its first event.
 type metrics struct {
 	reg          *prometheus.Registry
 	conns        prometheus.Gauge
 	connsTotal   prometheus.Counter
-	connErrors   prometheus.Counter
+	refused      *prometheus.CounterVec
+	timeouts     *prometheus.CounterVec
+	overBudget   prometheus.Counter
 	requests     *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	frameErrors  *prometheus.CounterVec
 	relayedMsgs  *prometheus.CounterVec
 	relayedBytes *prometheus.CounterVec
 	released     prometheus.Counter
-	events       prometheus.Counter
+	events       *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	counters := func(name, help, label string, values ...string) *prometheus.CounterVec {
+		v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+		for _, x := range values {
+			v.WithLabelValues(x)
+		}
+		return v
+	}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
-		conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "shmbus_daemon_connections",
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "shmbus_daemon_connections_open",
 			Help: "Client connections open now."}),
-		connsTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_connections_total",
-			Help: "Client connections accepted."}),
-		connErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_connection_errors_total",
-			Help: "Connections refused because their credentials could not be read."}),
+		connsTotal: counter("shmbus_daemon_connections_total", "Client connections accepted."),
+		refused: counters("shmbus_daemon_connections_refused_total",
+			"Connections refused, by reason: the daemon's connection limit (limit), a user's (uid_limit), credentials that could not be read (credentials).",
+			"reason", "limit", "uid_limit", "credentials"),
+		timeouts: counters("shmbus_daemon_connection_timeouts_total",
+			"Connections closed for a missed deadline, by kind: no HELLO in time (hello), a stalled frame (frame), idle (idle).",
+			"kind", "hello", "frame", "idle"),
+		overBudget: counter("shmbus_daemon_memory_refusals_total",
+			"Frames and RECV replies the memory budget had no room for (answered OVERLOADED)."),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_requests_total",
 			Help: "Requests answered, by type and result (OK or an error code)."}, []string{"type", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shmbus_daemon_request_seconds",
 			Help:    "Time to execute a request, waiting included.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, []string{"type"}),
-		frameErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_frame_errors_total",
-			Help: "Connections closed for frames that could not be read, by kind."}, []string{"kind"}),
-		relayedMsgs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_relayed_messages_total",
-			Help: "Messages sent or received through the socket."}, []string{"direction"}),
-		relayedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shmbus_daemon_relayed_bytes_total",
-			Help: "Message bytes sent or received through the socket."}, []string{"direction"}),
-		released: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_released_peers_total",
-			Help: "Peer slots of dead processes released."}),
-		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_daemon_peer_events_total",
-			Help: "Peer events (join, leave, crash) observed."}),
+		frameErrors: counters("shmbus_daemon_frame_errors_total",
+			"Connections closed for frames that could not be read, by kind: over the size limit (too_large), malformed (bad_frame), cut off (truncated).",
+			"kind", "too_large", "bad_frame", "truncated"),
+		relayedMsgs: counters("shmbus_daemon_relayed_messages_total",
+			"Messages relayed through the socket, by direction: into a bus (in, SEND), out of one (out, RECV).",
+			"direction", "in", "out"),
+		relayedBytes: counters("shmbus_daemon_relayed_bytes_total",
+			"Message bytes relayed through the socket, by direction (in: SEND, out: RECV).",
+			"direction", "in", "out"),
+		released: counter("shmbus_daemon_released_peers_total", "Peer slots of dead processes released."),
+		events: counters("shmbus_daemon_peer_events_total",
+			"Peer events observed, by kind (join, leave, crash).", "kind", "join", "leave", "crash"),
 	}
-	m.reg.MustRegister(m.conns, m.connsTotal, m.connErrors, m.requests, m.latency, m.frameErrors,
-		m.relayedMsgs, m.relayedBytes, m.released, m.events, &busCollector{s},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buffered := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shmbus_daemon_buffered_bytes",
+		Help: "Bytes of frame buffers held for connections now (reserved from the memory budget)."},
+		func() float64 { return float64(s.mem.used.Load()) })
+	budget := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shmbus_daemon_memory_budget_bytes",
+		Help: "The memory budget of frame buffers (--max-memory)."},
+		func() float64 { return float64(s.mem.max) })
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "shmbus_build_info",
+		Help: "Always 1; the labels say which daemon this is: its version, the Go version it was built with, and the protocol version it speaks.",
+		ConstLabels: prometheus.Labels{"version": strings.TrimPrefix(s.cfg.Version, "shmbus "),
+			"goversion": runtime.Version(), "protocol": strconv.Itoa(Version)}})
+	build.Set(1)
+	m.reg.MustRegister(build, m.conns, m.connsTotal, m.refused, m.timeouts, m.overBudget, buffered, budget,
+		m.requests, m.latency, m.frameErrors, m.relayedMsgs, m.relayedBytes, m.released, m.events,
+		&busCollector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -88,14 +122,18 @@ var (
 	descCSleep = prometheus.NewDesc("shmbus_bus_consumer_sleeps_total", "Times the consumer slept.", []string{"bus"}, nil)
 	descCWake  = prometheus.NewDesc("shmbus_bus_consumer_wakes_total", "Times a producer woke the consumer.", []string{"bus"}, nil)
 	descPeers  = prometheus.NewDesc("shmbus_bus_peers", "Occupied peer slots, by role and liveness.", []string{"bus", "role", "alive"}, nil)
+	descWait   = prometheus.NewDesc("shmbus_bus_waiting_messages", "Messages published and not yet released, per priority, counted from the lane itself.", busLabels, nil)
 )
+
+// peerRoles are the roles of shmbus_bus_peers, each reported (0 if none).
+var peerRoles = []string{"producer", "consumer", "none"}
 
 // busCollector reads the statistics of every bus the daemon has open.
 type busCollector struct{ s *Server }
 
 func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMsgs, descBytes, descDepth, descCap, descFull, descRecov,
-		descPSleep, descPWake, descCSleep, descCWake, descPeers} {
+		descPSleep, descPWake, descCSleep, descCWake, descPeers, descWait} {
 		ch <- d
 	}
 }
@@ -107,8 +145,12 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	for _, e := range c.s.entries() {
+	for _, e := range c.s.listed() {
 		st, err := e.bus.Stats()
+		if err != nil {
+			continue
+		}
+		waiting, err := e.bus.Waiting()
 		if err != nil {
 			continue
 		}
@@ -124,10 +166,16 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(descRecov, l.Recovered, e.name, p)
 			counter(descPSleep, l.SpaceSleeps, e.name, p)
 			counter(descPWake, l.SpaceWakes, e.name, p)
+			gauge(descWait, float64(waiting[i]), e.name, p)
 		}
 		counter(descCSleep, st.ConsumerSleeps, e.name)
 		counter(descCWake, st.ConsumerWakes, e.name)
 		count := map[[2]string]int{}
+		for _, role := range peerRoles {
+			for _, alive := range []string{"true", "false"} {
+				count[[2]string{role, alive}] = 0
+			}
+		}
 		for _, p := range st.Peers {
 			count[[2]string{p.Role, strconv.FormatBool(p.Alive)}]++
 		}

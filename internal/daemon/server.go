@@ -19,11 +19,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/shmbus/shmbus"
@@ -42,6 +44,16 @@ type Config struct {
 	// Logf receives one line per notable event (connections refused,
 	// malformed frames, leases ended). Nil discards them.
 	Logf func(format string, args ...any)
+
+	// Limits (limits.go); 0 is the default of each.
+	MaxMemory       int64         // bytes of frame buffers held at once, over all connections; DefaultMaxMemory
+	MaxMemoryPerUID int64         // the most of it one user's connections may hold; half of MaxMemory
+	MaxConns        int           // connections open at once; DefaultMaxConns
+	MaxConnsPerUID  int           // connections open at once by one user; DefaultMaxConnsPerUID
+	HelloTimeout    time.Duration // from connecting to the end of HELLO; DefaultHelloTimeout
+	FrameTimeout    time.Duration // the longest a started frame may go without a byte; DefaultFrameTimeout
+	IdleTimeout     time.Duration // the longest a connection may go without a request; 0 is for ever
+	WriteTimeout    time.Duration // the longest a reply may wait for the client to take more of it; DefaultWriteTimeout
 }
 
 // Server serves the daemon protocol on a listener.
@@ -51,7 +63,11 @@ type Server struct {
 	mu     sync.Mutex
 	buses  map[string]*entry
 	conns  map[*conn]struct{}
+	perUID map[uint32]int // connections open, by user
 	closed bool
+
+	mem       *budget
+	lingering atomic.Int32 // refused connections being read from
 
 	metrics *metrics
 	rescan  chan struct{} // poked when a lease ends: scan peer tables now
@@ -92,7 +108,33 @@ func New(cfg Config) *Server {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	s := &Server{cfg: cfg, buses: map[string]*entry{}, conns: map[*conn]struct{}{}, rescan: make(chan struct{}, 1)}
+	if cfg.MaxMemory <= 0 {
+		cfg.MaxMemory = DefaultMaxMemory
+	}
+	if cfg.MaxMemoryPerUID <= 0 || cfg.MaxMemoryPerUID > cfg.MaxMemory {
+		cfg.MaxMemoryPerUID = min(cfg.MaxMemory, max(cfg.MaxMemory/2, int64(cfg.MaxPayload)))
+	}
+	// A frame larger than one request may hold could never be read.
+	mem := newBudget(cfg.MaxMemory, cfg.MaxMemoryPerUID)
+	cfg.MaxPayload = int(min(int64(cfg.MaxPayload), mem.largest()))
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerUID <= 0 {
+		cfg.MaxConnsPerUID = DefaultMaxConnsPerUID
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = DefaultHelloTimeout
+	}
+	if cfg.FrameTimeout <= 0 {
+		cfg.FrameTimeout = DefaultFrameTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	s := &Server{cfg: cfg, buses: map[string]*entry{}, conns: map[*conn]struct{}{}, perUID: map[uint32]int{},
+		rescan: make(chan struct{}, 1)}
+	s.mem = mem
 	s.metrics = newMetrics(s)
 	return s
 }
@@ -114,14 +156,29 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 		l.Close()
 	}()
 	var err error
+	var pause time.Duration
 	for {
 		c, aerr := l.AcceptUnix()
 		if aerr != nil {
-			if ctx.Err() == nil {
-				err = fmt.Errorf("daemon: accept: %w", aerr)
+			if ctx.Err() != nil {
+				break
 			}
+			if errors.Is(aerr, syscall.EMFILE) || errors.Is(aerr, syscall.ENFILE) ||
+				errors.Is(aerr, syscall.ENOBUFS) || errors.Is(aerr, syscall.ENOMEM) || errors.Is(aerr, syscall.ECONNABORTED) {
+				// Out of descriptors or memory for now: wait for
+				// connections to close rather than stop serving.
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				s.cfg.Logf("accept: %v; retrying in %v", aerr, pause)
+				select {
+				case <-time.After(pause):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			err = fmt.Errorf("daemon: accept: %w", aerr)
 			break
 		}
+		pause = 0
 		s.accept(ctx, c)
 	}
 	cancel()
@@ -131,11 +188,13 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	return err
 }
 
+// accept admits a connection, or refuses it (ERROR CONN_LIMIT) when its
+// user or the daemon has as many open as allowed.
 func (s *Server) accept(ctx context.Context, c *net.UnixConn) {
-	cn, err := newConn(s, c)
+	cred, err := peerCreds(c)
 	if err != nil {
 		s.cfg.Logf("refused a connection: %v", err)
-		s.metrics.connErrors.Inc()
+		s.metrics.refused.WithLabelValues("credentials").Inc()
 		c.Close()
 		return
 	}
@@ -145,7 +204,26 @@ func (s *Server) accept(ctx context.Context, c *net.UnixConn) {
 		c.Close()
 		return
 	}
+	var refusal, reason string
+	switch {
+	case len(s.conns) >= s.cfg.MaxConns:
+		reason = "limit"
+		refusal = fmt.Sprintf("the daemon has %d connections open, the most it allows (--max-conns); closing", len(s.conns))
+	case s.perUID[cred.uid] >= s.cfg.MaxConnsPerUID:
+		reason = "uid_limit"
+		refusal = fmt.Sprintf("uid %d has %d connections open, the most the daemon allows one user (--max-conns-per-uid); closing",
+			cred.uid, s.perUID[cred.uid])
+	}
+	if refusal != "" {
+		s.mu.Unlock()
+		s.metrics.refused.WithLabelValues(reason).Inc()
+		s.cfg.Logf("refused a connection of pid %d uid %d: %s", cred.pid, cred.uid, refusal)
+		s.refuse(c, refusal)
+		return
+	}
+	cn := newConn(s, c, cred)
 	s.conns[cn] = struct{}{}
+	s.perUID[cred.uid]++
 	s.mu.Unlock()
 	s.metrics.conns.Inc()
 	s.metrics.connsTotal.Inc()
@@ -155,9 +233,42 @@ func (s *Server) accept(ctx context.Context, c *net.UnixConn) {
 		cn.serve(ctx)
 		s.mu.Lock()
 		delete(s.conns, cn)
+		if s.perUID[cred.uid]--; s.perUID[cred.uid] == 0 {
+			delete(s.perUID, cred.uid)
+		}
 		s.mu.Unlock()
 		s.metrics.conns.Dec()
 	}()
+}
+
+// refuse tells a connection over a limit why, and closes it. While few
+// refusals are pending it first reads (and drops) what the client sends for
+// up to a second, so that a client writing its HELLO meanwhile reads the
+// ERROR rather than meets a broken pipe.
+func (s *Server) refuse(c *net.UnixConn, why string) {
+	farewell(c, 0, CodeConnLimit, why)
+	if s.lingering.Add(1) > maxLingering {
+		s.lingering.Add(-1)
+		c.Close()
+		return
+	}
+	go func() {
+		defer s.lingering.Add(-1)
+		defer c.Close()
+		c.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	}()
+}
+
+// maxLingering is the most refused connections read from at once.
+const maxLingering = 64
+
+// farewell writes an ERROR frame on a connection about to be closed, giving
+// up after a second if the client does not read.
+func farewell(c *net.UnixConn, id uint32, code Code, msg string) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write(AppendFrame(nil, TypeError, id, encodeError(code, msg)))
 }
 
 // shutdown ends every connection.
@@ -259,18 +370,34 @@ func newEntry(name string, b *shmbus.Bus, memfd bool) *entry {
 		seen: map[peerKey]shmbus.PeerInfo{}, crashed: map[peerKey]bool{}}
 }
 
-// add registers a bus this daemon created.
-func (s *Server) add(name string, b *shmbus.Bus, memfd bool) (*entry, error) {
+// memfdNamed says whether one of the daemon's memfd buses is called name.
+func (s *Server) memfdNamed(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	e := s.buses[name]
+	return e != nil && e.memfd
+}
+
+// add registers a bus this daemon created. Its creation succeeded, so the
+// directory had no bus of that name: a file bus the daemon still has open
+// under it was removed behind its back, and is forgotten now.
+func (s *Server) add(name string, b *shmbus.Bus, memfd bool) (*entry, error) {
+	s.mu.Lock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, &Error{CodeShutdown, "the daemon is shutting down"}
 	}
-	if s.buses[name] != nil {
-		return nil, &Error{CodeExists, fmt.Sprintf("bus %q exists", name)}
+	stale := s.buses[name]
+	if stale != nil && stale.memfd {
+		s.mu.Unlock()
+		return nil, &Error{CodeExists, fmt.Sprintf("bus %q exists (a memfd bus of this daemon)", name)}
 	}
 	e := newEntry(name, b, memfd)
 	s.buses[name] = e
+	s.mu.Unlock()
+	if stale != nil {
+		stale.bus.Close()
+	}
 	return e, nil
 }
 
@@ -298,6 +425,20 @@ func (s *Server) names() ([]string, error) {
 	s.mu.Unlock()
 	slices.Sort(names)
 	return slices.Compact(names), nil
+}
+
+// listed returns the buses LIST names, opening those of the directory the
+// daemon has not open yet (a bus made by `shmbus create`, say); buses it may
+// not open, or that vanish meanwhile, are left out.
+func (s *Server) listed() []*entry {
+	names, _ := s.names()
+	out := make([]*entry, 0, len(names))
+	for _, name := range names {
+		if e, err := s.lookup(name); err == nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // entries is a snapshot of the open buses.

@@ -64,6 +64,9 @@ func (s *Server) discover() {
 	}
 }
 
+// eventKinds name event kinds for metrics.
+var eventKinds = map[uint8]string{EventJoin: "join", EventLeave: "leave", EventCrash: "crash"}
+
 func roleCode(role string) uint8 {
 	switch role {
 	case "producer":
@@ -135,7 +138,9 @@ func (s *Server) scan(e *entry) {
 	if len(events) == 0 {
 		return
 	}
-	s.metrics.events.Add(float64(len(events)))
+	for _, ev := range events {
+		s.metrics.events.WithLabelValues(eventKinds[ev.Kind]).Inc()
+	}
 	for _, c := range s.connsSnapshot() {
 		if !c.wants(e) {
 			continue

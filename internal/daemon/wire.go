@@ -92,6 +92,8 @@ const (
 	CodeUnsupported   Code = 17
 	CodeShutdown      Code = 18
 	CodeInternal      Code = 19
+	CodeConnLimit     Code = 20
+	CodeOverloaded    Code = 21
 )
 
 var codeNames = [...]string{
@@ -101,6 +103,7 @@ var codeNames = [...]string{
 	CodeBadArgument: "BAD_ARGUMENT", CodeBusy: "BUSY", CodeFull: "FULL", CodeEmpty: "EMPTY",
 	CodeTimeout: "TIMEOUT", CodeNoSlot: "NO_SLOT", CodeCorrupt: "CORRUPT",
 	CodeUnsupported: "UNSUPPORTED", CodeShutdown: "SHUTDOWN", CodeInternal: "INTERNAL",
+	CodeConnLimit: "CONN_LIMIT", CodeOverloaded: "OVERLOADED",
 }
 
 func (c Code) String() string {
@@ -155,7 +158,9 @@ func ParseHeader(h []byte, max int) (typ uint16, id uint32, n int, err error) {
 	return typ, id, int(length) - 8, nil
 }
 
-// ReadFrame reads one frame of at most max payload bytes from r.
+// ReadFrame reads one frame of at most max payload bytes from r. The
+// payload's buffer grows with the bytes that arrive: a header declaring a
+// large payload costs nothing until its bytes come.
 func ReadFrame(r io.Reader, max int) (Frame, error) {
 	var h [headerLen]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
@@ -165,14 +170,41 @@ func ReadFrame(r io.Reader, max int) (Frame, error) {
 	if err != nil {
 		return Frame{Type: typ, ID: id}, err
 	}
-	f := Frame{Type: typ, ID: id, Payload: make([]byte, n)}
-	if _, err := io.ReadFull(r, f.Payload); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+	p, _, err := readPayload(n, func(b []byte) (int, error) { return r.Read(b) }, func(int, int) error { return nil })
+	if err != nil {
 		return Frame{}, err
 	}
-	return f, nil
+	return Frame{Type: typ, ID: id, Payload: p}, nil
+}
+
+// readPayload reads n bytes with read into a buffer that starts at
+// firstChunk bytes and at most doubles each time it is full. grow is asked
+// for the bytes each allocation adds (and the size it makes) first; when it
+// refuses, readPayload
+// returns its error with the bytes read so far. held is what grow
+// granted (and the caller must give back), on error too.
+func readPayload(n int, read func([]byte) (int, error), grow func(add, total int) error) (p []byte, held int, err error) {
+	for len(p) < n {
+		if len(p) == cap(p) {
+			size := min(n, max(firstChunk, 2*cap(p)))
+			if err := grow(size-cap(p), size); err != nil {
+				return p, held, err
+			}
+			held += size - cap(p)
+			bigger := make([]byte, len(p), size)
+			copy(bigger, p)
+			p = bigger
+		}
+		k, err := read(p[len(p):cap(p)])
+		p = p[:len(p)+k]
+		if err != nil && len(p) < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return p, held, err
+		}
+	}
+	return p, held, nil
 }
 
 // AppendFrame appends the encoding of a frame to b.
