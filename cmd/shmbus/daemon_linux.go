@@ -110,15 +110,16 @@ socket and exits with status 0.`,
 	f.Var(durValue{&poll}, "poll", "how often peer tables are scanned for joins, departures and deaths")
 	cmd.RegisterFlagCompletionFunc("metrics", cobra.NoFileCompletions)
 	f.BoolVar(&quiet, "quiet", false, "do not log connections and leases on stderr")
-	f.Var(sizeValue{&payload}, "max-payload", "largest frame payload after HELLO, announced in WELCOME (default 64MiB+64KiB; less if the memory budget cannot hold that)")
-	f.Var(sizeValue{&memory}, "max-memory", "memory budget of the frame buffers of all connections together; also sets the Go runtime's soft memory limit unless GOMEMLIMIT is set")
-	f.Var(sizeValue{&perUID}, "max-memory-per-uid", "most of the memory budget one user's connections may hold in requests over 64 KiB (default half of --max-memory, at least --max-payload)")
+	f.Var(newSizeValue(&payload), "max-payload", "largest frame payload after HELLO, announced in WELCOME (default 64MiB+64KiB; less if the memory budget cannot hold that)")
+	f.Var(newSizeValue(&memory), "max-memory", "memory budget of the frame buffers of all connections together; also sets the Go runtime's soft memory limit unless GOMEMLIMIT is set")
+	f.Var(newSizeValue(&perUID), "max-memory-per-uid", "most of the memory budget one user's connections may hold in requests over 64 KiB (default half of --max-memory, at least --max-payload)")
 	f.IntVar(&cfg.MaxConns, "max-conns", daemon.DefaultMaxConns, "at most `N` connections open at once")
 	f.IntVar(&cfg.MaxConnsPerUID, "max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "at most `N` connections open at once by one user")
-	f.DurationVar(&cfg.HelloTimeout, "hello-timeout", daemon.DefaultHelloTimeout, "HELLO must be complete `DUR` after connecting")
-	f.DurationVar(&cfg.FrameTimeout, "frame-timeout", daemon.DefaultFrameTimeout, "a started frame may go `DUR` without a byte arriving")
-	f.DurationVar(&cfg.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "a reply may wait `DUR` for the client to read more of it; then the connection ends (a received message stays on the bus)")
-	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "a connection may go `DUR` without a request (0: for ever; a connection is a lease)")
+	cfg.HelloTimeout, cfg.FrameTimeout, cfg.WriteTimeout = daemon.DefaultHelloTimeout, daemon.DefaultFrameTimeout, daemon.DefaultWriteTimeout
+	f.Var(durValue{&cfg.HelloTimeout}, "hello-timeout", "HELLO must be complete this long after connecting")
+	f.Var(durValue{&cfg.FrameTimeout}, "frame-timeout", "a started frame may go this long without a byte arriving")
+	f.Var(durValue{&cfg.WriteTimeout}, "write-timeout", "a reply may wait this long for the client to read more of it; then the connection ends (a received message stays on the bus)")
+	f.Var(durValue{&cfg.IdleTimeout}, "idle-timeout", "a connection may go this long without a request (0: for ever; a connection is a lease)")
 	return cmd
 }
 
