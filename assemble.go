@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/shmbus/shmbus/internal/segment"
 	"github.com/shmbus/shmbus/ring"
@@ -26,8 +28,8 @@ import (
 //
 // Fragments must be released as they arrive (a message may be larger than
 // the lane), so the consumer copies them into a reassembly file beside the
-// segment, one per (lane, producer slot): NAME~asm.LANE.SLOT, on the same
-// tmpfs. The file records the ring position of the last fragment it
+// segment, one per (lane, producer slot): NAME~asm.LANE.SLOT.ID, on the same
+// tmpfs, ID being random. The file records the ring position of the last fragment it
 // absorbed, so a consumer that takes over from a dead one loads the files,
 // skips fragments they already hold, and loses nothing. A message is
 // delivered from its file; then the file is marked delivered, the FragEnd
@@ -35,6 +37,15 @@ import (
 // detected by the mark). Idle files stay mapped for the producer's next
 // large message: creating, prefaulting and removing a file per message
 // cost 40 times the copying. Files of producers that are gone are removed.
+//
+// The segment's directory is usually /dev/shm, where every user may create
+// files. So the name of a reassembly file is never trusted, only the file:
+// the consumer creates its files O_EXCL under a fresh random name (a name
+// somebody else took is simply not used), gives them the segment's owner,
+// group and mode, and adopts a file left by an earlier consumer only if
+// fstat of the opened descriptor shows a regular file with one link, owned
+// by the segment's owner or by this process's user, granting nobody access
+// that the segment does not. Anything else in the directory is left alone.
 
 const asmHeader = 64
 
@@ -96,22 +107,109 @@ type assembler struct {
 	b     *Bus
 	base  string // segment path
 	anon  bool   // the segment is a memfd: reassembly happens in memfds too
-	mode  os.FileMode
+	trust asmTrust
 	parts map[[2]int]*asm // messages being reassembled
 	spare map[[2]int]*asm // idle files, mapped, for the next message
 }
 
 func newAssembler(b *Bus) *assembler {
-	mode := os.FileMode(DefaultMode)
+	t := asmTrust{uid: ^uint32(0), gid: ^uint32(0), euid: uint32(os.Geteuid()), perm: DefaultMode}
 	if fi, err := b.m.File().Stat(); err == nil {
-		mode = fi.Mode().Perm()
+		t.perm = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			t.uid, t.gid = st.Uid, st.Gid
+		}
 	}
-	return &assembler{b: b, base: b.m.Path(), anon: b.m.Anonymous(), mode: mode,
+	return &assembler{b: b, base: b.m.Path(), anon: b.m.Anonymous(), trust: t,
 		parts: map[[2]int]*asm{}, spare: map[[2]int]*asm{}}
 }
 
-func (a *assembler) path(lane, slot int) string {
-	return fmt.Sprintf("%s~asm.%d.%d", a.base, lane, slot)
+// asmTrust says which reassembly files a consumer may use: files that only
+// the bus's own users can have made, and that grant nobody access the
+// segment does not.
+type asmTrust struct {
+	uid, gid uint32      // the segment file's owner and group
+	euid     uint32      // this process's effective user
+	perm     os.FileMode // the segment file's permission bits
+}
+
+// errForeign marks a file whose owner the bus does not trust: it is neither
+// used nor removed.
+var errForeign = errors.New("not made by a user of the bus")
+
+// check looks at the fstat of an opened reassembly file. A file of another
+// user gives errForeign; one of ours that must not be used (a hard link, a
+// wider mode, another group that may read it) gives ErrCorrupt.
+func (t asmTrust) check(fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%w: no owner known", errForeign)
+	}
+	if st.Uid != t.uid && st.Uid != t.euid {
+		return fmt.Errorf("%w: owned by uid %d, the segment by uid %d", errForeign, st.Uid, t.uid)
+	}
+	perm := fi.Mode().Perm()
+	switch {
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%w: not a regular file (%v)", ErrCorrupt, fi.Mode())
+	case st.Nlink != 1:
+		return fmt.Errorf("%w: %d links", ErrCorrupt, st.Nlink)
+	case fi.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky) != 0 || perm&^t.perm != 0:
+		return fmt.Errorf("%w: mode %v grants more than the segment's %v", ErrCorrupt, fi.Mode(), t.perm)
+	case perm&0o070 != 0 && st.Gid != t.gid:
+		return fmt.Errorf("%w: group %d has access, the segment's group is %d", ErrCorrupt, st.Gid, t.gid)
+	}
+	return nil
+}
+
+// own gives a new reassembly file the segment's owner and group, so that
+// whichever user of the bus consumes next can adopt it. Only root can give
+// a file away; anyone else keeps it, and, if the group cannot be the
+// segment's, keeps the group out.
+func (t asmTrust) own(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == t.uid && st.Gid == t.gid {
+		return nil
+	}
+	if f.Chown(int(t.uid), int(t.gid)) == nil || st.Gid == t.gid || f.Chown(-1, int(t.gid)) == nil {
+		return nil
+	}
+	if t.perm&0o070 != 0 {
+		return f.Chmod(t.perm &^ 0o070)
+	}
+	return nil
+}
+
+// asmTries is how many fresh names create tries before giving up: another
+// user can take a name only by guessing 64 random bits.
+const asmTries = 8
+
+// create makes a reassembly file of size bytes for (lane, slot) under a
+// fresh name, created O_EXCL|O_NOFOLLOW with the segment's mode.
+func (a *assembler) create(lane, slot int, size int64) (*segment.Mapping, error) {
+	if a.anon {
+		return segment.CreateMemfd(fmt.Sprintf("%s~asm.%d.%d", a.b.name, lane, slot), size, false)
+	}
+	for try := 1; ; try++ {
+		path := fmt.Sprintf("%s~asm.%d.%d.%016x", a.base, lane, slot, rand.Uint64())
+		m, err := segment.Create(path, size, a.trust.perm)
+		if errors.Is(err, os.ErrExist) && try < asmTries {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := a.trust.own(m.File()); err != nil {
+			m.Close()
+			os.Remove(path)
+			return nil, fmt.Errorf("reassembly file %q: %w", path, err)
+		}
+		return m, nil
+	}
 }
 
 // asmFiles lists the reassembly files of the bus whose segment is at base.
@@ -120,8 +218,9 @@ func asmFiles(base string) []string {
 	return m
 }
 
-// load takes over the reassembly files a previous consumer left. Files that
-// are damaged, or whose message was delivered, are removed.
+// load takes over the reassembly files a previous consumer left. Files of
+// the bus's users that are damaged, or whose message was delivered, are
+// removed; files of anybody else are left alone.
 func (a *assembler) load() {
 	if a.anon {
 		return // no directory to keep them in: nothing survives a consumer
@@ -129,10 +228,20 @@ func (a *assembler) load() {
 	for _, path := range asmFiles(a.base) {
 		x, err := a.open(path)
 		if err != nil {
-			os.Remove(path)
+			if errors.Is(err, ErrCorrupt) {
+				os.Remove(path)
+			}
 			continue
 		}
 		k := [2]int{x.lane, x.slot}
+		if old := a.parts[k]; old != nil || a.spare[k] != nil {
+			// Two files for one producer: keep the one with a message.
+			if old != nil || x.state() == asmIdle {
+				a.remove(x)
+				continue
+			}
+			a.remove(a.spare[k])
+		}
 		if x.state() == asmIdle {
 			a.spare[k] = x
 		} else {
@@ -143,17 +252,17 @@ func (a *assembler) load() {
 	}
 }
 
+// open maps the reassembly file at path if the bus may use it: a file of
+// another user gives errForeign, a damaged one of ours ErrCorrupt.
 func (a *assembler) open(path string) (*asm, error) {
-	suffix := strings.TrimPrefix(path, a.base+"~asm.")
-	ls, ss, ok := strings.Cut(suffix, ".")
-	lane, err1 := strconv.Atoi(ls)
-	slot, err2 := strconv.Atoi(ss)
-	if !ok || err1 != nil || err2 != nil || lane < 0 || lane >= len(a.b.lanes) || slot < 0 || slot >= a.b.g.PeerSlots {
-		return nil, fmt.Errorf("%w: reassembly file name %q", ErrCorrupt, path)
-	}
-	m, err := segment.OpenFile(path, asmHeader)
+	m, err := segment.OpenFile(path, asmHeader, a.trust.check)
 	if err != nil {
 		return nil, err
+	}
+	lane, slot, ok := parseAsmName(strings.TrimPrefix(path, a.base+"~asm."))
+	if !ok || lane >= len(a.b.lanes) || slot >= a.b.g.PeerSlots {
+		m.Close()
+		return nil, fmt.Errorf("%w: reassembly file name %q", ErrCorrupt, path)
 	}
 	x := &asm{m: m, b: m.Bytes(), lane: lane, slot: slot}
 	x.total = x.u64(asmOffTotal)
@@ -180,15 +289,7 @@ func (a *assembler) begin(lane, slot int, tag, total uint64) (*asm, error) {
 	if x == nil {
 		// Room for this message, rounded up so that similar ones fit too.
 		size := int64(asmHeader + alignUp(total, 64<<10))
-		var m *segment.Mapping
-		var err error
-		if a.anon {
-			m, err = segment.CreateMemfd(fmt.Sprintf("%s~asm.%d.%d", a.b.name, lane, slot), size, false)
-		} else {
-			path := a.path(lane, slot)
-			os.Remove(path) // a leftover that load could not use
-			m, err = segment.Create(path, size, a.mode)
-		}
+		m, err := a.create(lane, slot, size)
 		if err != nil {
 			return nil, fmt.Errorf("reassembly file: %w", err)
 		}
@@ -206,6 +307,24 @@ func (a *assembler) begin(lane, slot int, tag, total uint64) (*asm, error) {
 	x.setState(asmAssembling)
 	a.parts[k] = x
 	return x, nil
+}
+
+// parseAsmName reads LANE.SLOT.ID (ID: 16 hex digits; older consumers
+// wrote LANE.SLOT alone, which is accepted too) after "~asm.".
+func parseAsmName(s string) (lane, slot int, ok bool) {
+	ls, rest, ok1 := strings.Cut(s, ".")
+	ss, id, withID := strings.Cut(rest, ".")
+	lane, err1 := strconv.Atoi(ls)
+	slot, err2 := strconv.Atoi(ss)
+	if !ok1 || err1 != nil || err2 != nil || lane < 0 || slot < 0 {
+		return 0, 0, false
+	}
+	if withID {
+		if _, err := strconv.ParseUint(id, 16, 64); err != nil || len(id) != 16 {
+			return 0, 0, false
+		}
+	}
+	return lane, slot, true
 }
 
 func alignUp(n, a uint64) uint64 { return (n + a - 1) &^ (a - 1) }

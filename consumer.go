@@ -255,9 +255,16 @@ func (c *Consumer) next(i int) (message, error) {
 			if total > uint64(c.b.hdr.MaxMessage) || total < uint64(len(p)-8) {
 				return message{}, fmt.Errorf("lane %d at %d: %w: message of %d bytes (limit %d)", i, pos, ErrCorrupt, total, c.b.hdr.MaxMessage)
 			}
-			x, err := c.asm.begin(i, slot, c.b.peers.owner(slot).Load(), total)
+			owner := c.b.peers.owner(slot).Load()
+			x, err := c.asm.begin(i, slot, owner, total)
 			if err != nil {
-				return message{}, err
+				// Nowhere to keep it: skip the first fragment, so the
+				// rest are orphans, dropped as they come, and the lane
+				// moves on.
+				c.skip(l)
+				layout.Word64(c.b.seg, layout.OffDropped).Add(1)
+				return message{}, fmt.Errorf("%w: priority %d, %d bytes from producer slot %d (pid %d): %w",
+					ErrDropped, i, total, slot, owner>>32, err)
 			}
 			if err := x.absorb(p[8:], pos); err != nil {
 				return message{}, err

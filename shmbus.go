@@ -54,8 +54,10 @@ var (
 	ErrNoSlot      = errors.New("no free peer slot")
 	ErrPriority    = errors.New("priority out of range")
 	ErrConfig      = layout.ErrConfig
-	ErrTruncated   = segment.ErrTruncated  // the segment file was truncated under this process
-	ErrUnsupported = errors.ErrUnsupported // the wake mode does not exist on this platform
+	ErrTruncated   = segment.ErrTruncated          // the segment file was truncated under this process
+	ErrUnsupported = errors.ErrUnsupported         // the wake mode does not exist on this platform
+	ErrNoSpace     = segment.ErrNoSpace            // the file system has no room for a segment or a reassembly file
+	ErrDropped     = errors.New("message dropped") // Receive: a large message the consumer could not hold was skipped
 )
 
 // ShortBufferError says how large a buffer the next message needs; the

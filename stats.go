@@ -21,6 +21,7 @@ type Stats struct {
 	Lanes          []LaneStats // index = priority
 	ConsumerSleeps uint64      // times the consumer went to sleep
 	ConsumerWakes  uint64      // times a producer woke it
+	Dropped        uint64      // large messages the consumer could not hold and skipped (ErrDropped)
 	Peers          []PeerInfo
 }
 
@@ -46,6 +47,7 @@ func (b *Bus) Stats() (Stats, error) {
 		}
 		s.ConsumerSleeps = layout.Word64(b.seg, layout.OffConsumerSleeps).Load()
 		s.ConsumerWakes = layout.Word64(b.seg, layout.OffConsumerWakes).Load()
+		s.Dropped = layout.Word64(b.seg, layout.OffDropped).Load()
 		s.Peers = b.peers.list()
 		return nil
 	})

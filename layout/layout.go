@@ -96,6 +96,7 @@ const (
 	// Bus statistics.
 	OffConsumerSleeps = 0x180 // u64: times the consumer went to sleep
 	OffConsumerWakes  = 0x188 // u64: rings of the data doorbell that found the consumer asleep
+	OffDropped        = 0x190 // u64: messages the consumer dropped because it could not hold them
 
 	LaneTableOffset = 0x200
 )

@@ -92,6 +92,7 @@ enum {
 	H_SLOT_SIZE = 0x03C, H_PEER_TABLE = 0x040, H_SEM_ID = 0x048,
 	H_SEM_COOKIE = 0x04C, H_READY = 0x07C, H_CONSUMER = 0x080,
 	H_DATA_BELL = 0x100, H_CONSUMER_SLEEPS = 0x180, H_CONSUMER_WAKES = 0x188,
+	H_DROPPED = 0x190,
 };
 enum { FLAG_MULTI = 1, FLAG_FAIL_FAST = 2 };
 
@@ -1488,6 +1489,7 @@ static int next_msg(shmbus_consumer_t *c, uint32_t lane, msg_t *m)
 				uint8_t *nb = malloc(total ? total : 1);
 				if (!nb) {
 					/* Drop the message: its later fragments are orphans. */
+					atomic_fetch_add_explicit(w64(b, H_DROPPED), 1, RLX);
 					err = fail(SHMBUS_ERR_NO_MEMORY, "lane %u: %llu bytes to reassemble a message; dropped", lane,
 					           (unsigned long long)total);
 					break;

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,8 +96,11 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
-			if cond == "root" {
+			switch cond {
+			case "root":
 				return os.Geteuid() == 0, nil
+			case "tmpfs":
+				return canMountTmpfs(), nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -108,6 +112,8 @@ func TestScripts(t *testing.T) {
 			"waitempty": cmdWaitEmpty,
 			"jsonvalid": cmdJSONValid,
 			"trimnl":    cmdTrimNL,
+			"tmpfs":     cmdTmpfs,
+			"waitlane":  cmdWaitLane,
 		},
 	})
 }
@@ -233,6 +239,39 @@ func cmdRandFile(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(os.WriteFile(ts.MkAbs(args[0]), b, 0o644))
 }
 
+// canMountTmpfs is the condition [tmpfs]: this process can mount (and
+// unmount) a tmpfs.
+var canMountTmpfs = sync.OnceValue(func() bool {
+	dir, err := os.MkdirTemp("", "shmbus-tmpfs")
+	if err != nil {
+		return false
+	}
+	defer os.Remove(dir)
+	if exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir).Run() != nil {
+		return false
+	}
+	return exec.Command("umount", dir).Run() == nil
+})
+
+// cmdTmpfs is "tmpfs DIR SIZE": mount a tmpfs of SIZE (mount's syntax,
+// 2m) on the new directory DIR, unmounted when the script ends. Scripts
+// check [tmpfs] first.
+func cmdTmpfs(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: tmpfs DIR SIZE")
+	}
+	dir := ts.MkAbs(args[0])
+	ts.Check(os.Mkdir(dir, 0o755))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+args[1], "tmpfs", dir).CombinedOutput(); err != nil {
+		ts.Fatalf("mount a tmpfs on %s: %v: %s", dir, err, out)
+	}
+	ts.Defer(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			ts.Logf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+}
+
 // cmdPoke is "poke FILE OFFSET HEX": overwrite bytes of FILE at OFFSET.
 func cmdPoke(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 3 || neg {
@@ -290,6 +329,19 @@ func cmdWaitEmpty(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: waitempty NAME")
 	}
 	pollBus(ts, args[0], "empty lanes", func(s shmbus.Stats) bool { return s.Depth() == 0 })
+}
+
+// cmdWaitLane is "waitlane NAME PRIO": wait until ring bytes are in use in
+// lane PRIO.
+func cmdWaitLane(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: waitlane NAME PRIO")
+	}
+	prio, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	pollBus(ts, args[0], "bytes in lane "+args[1], func(s shmbus.Stats) bool {
+		return prio < len(s.Lanes) && s.Lanes[prio].Used() > 0
+	})
 }
 
 // cmdJSONValid is "jsonvalid [-lines] FILE": FILE (or stdout) is one JSON

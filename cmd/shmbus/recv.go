@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/shmbus/shmbus"
@@ -40,6 +41,11 @@ receives until the timeout passes, then exits with status 0 (or, without a
 timeout, until it is interrupted: exit status 130). A message is taken off
 the bus only when it is handed to recv, and recv writes every message it
 took before it exits, interrupted or not.
+
+A large message the consumer has no room to reassemble (its file system is
+full) is dropped: recv says so on stderr, "shmbus: warning: ...", naming
+its priority, size and producer, and goes on with the other messages; it
+exits with status 1 once done, as for any error.
 
 With --stream, recv writes the byte stream sent by 'shmbus send --stream'
 to stdout, exactly, and exits 0 at its end.`,
@@ -110,7 +116,7 @@ func (r *receiver) run(ctx context.Context, stream bool) error {
 	// One buffer for every message: the bus's largest, unless the bus
 	// allows absurd sizes; then a larger message grows it (once) to its size.
 	buf := make([]byte, min(bus.MaxMessage(), maxRecvBuffer))
-	got := 0
+	got, dropped := 0, 0
 	err = func() error {
 		for r.count == 0 || got < r.count {
 			if err := ctx.Err(); err != nil {
@@ -123,6 +129,12 @@ func (r *receiver) run(ctx context.Context, stream bool) error {
 					return err
 				}
 				n, prio, err = c.Receive(ctx, buf)
+			}
+			if errors.Is(err, shmbus.ErrDropped) {
+				// Skipped already; the others are still to come.
+				dropped++
+				fmt.Fprintln(r.a.stderr, "shmbus: warning: "+strings.Join(strings.Fields(err.Error()), " "))
+				continue
 			}
 			var sb *shmbus.ShortBufferError
 			if errors.As(err, &sb) {
@@ -154,6 +166,8 @@ func (r *receiver) run(ctx context.Context, stream bool) error {
 		err = fmt.Errorf("write stdout: %w", ferr)
 	}
 	switch {
+	case dropped > 0 && (err == nil || r.count == 0 && errors.Is(err, context.DeadlineExceeded)):
+		return fmt.Errorf("recv from bus %q: %w: %d message(s) could not be held (received %d)", r.name, shmbus.ErrDropped, dropped, got)
 	case err == nil:
 		return nil
 	case r.count == 0 && errors.Is(err, context.DeadlineExceeded):

@@ -111,6 +111,7 @@ type busStat struct {
 	Lanes            []laneStat `json:"lanes"`
 	ConsumerSleeps   uint64     `json:"consumer_sleeps"`
 	ConsumerWakes    uint64     `json:"consumer_wakes"`
+	Dropped          uint64     `json:"dropped"`
 	Peers            []peerStat `json:"peers"`
 }
 
@@ -167,6 +168,7 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 		CreatorPID:       h.CreatorPID,
 		ConsumerSleeps:   st.ConsumerSleeps,
 		ConsumerWakes:    st.ConsumerWakes,
+		Dropped:          st.Dropped,
 		Bytes:            st.Depth(),
 		Lanes:            []laneStat{},
 		Peers:            []peerStat{},
@@ -349,6 +351,7 @@ func (s *busStat) writeText(out io.Writer) {
 	fmt.Fprintf(w, "peer slots:\t%d\n", s.PeerSlots)
 	fmt.Fprintf(w, "waiting:\t%d messages, %d ring bytes\n", s.Messages, s.Bytes)
 	fmt.Fprintf(w, "consumer sleeps/wakes:\t%d/%d\n", s.ConsumerSleeps, s.ConsumerWakes)
+	fmt.Fprintf(w, "dropped:\t%d messages the consumer had no room to reassemble\n", s.Dropped)
 	w.Flush()
 
 	fmt.Fprintln(out)

@@ -571,7 +571,11 @@ func openFD(path string, flags int, perm uint32) (int, error) {
 // OpenFile maps an existing regular file of at least min bytes read-write,
 // without interpreting its content: for the side files of a bus (the
 // consumer's reassembly files), whose own headers their users validate.
-func OpenFile(path string, min int64) (*Mapping, error) {
+// Symbolic links are refused. If accept is not nil it is shown the fstat of
+// the opened descriptor — the very file that would be mapped, not whatever
+// the name points to by then — and an error from it is returned (wrapped)
+// before anything is mapped.
+func OpenFile(path string, min int64, accept func(os.FileInfo) error) (*Mapping, error) {
 	fd, err := openFD(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
@@ -581,6 +585,16 @@ func OpenFile(path string, min int64) (*Mapping, error) {
 		return nil, fmt.Errorf("open %q: clear O_NONBLOCK: %w", path, err)
 	}
 	f := os.NewFile(uintptr(fd), path)
+	if accept != nil {
+		fi, err := f.Stat()
+		if err == nil {
+			err = accept(fi)
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open %q: %w", path, err)
+		}
+	}
 	size, err := fileSize(f)
 	if err == nil && size < min {
 		err = fmt.Errorf("%w: %d bytes, need at least %d", layout.ErrCorrupt, size, min)
