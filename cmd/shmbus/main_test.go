@@ -108,6 +108,7 @@ func TestScripts(t *testing.T) {
 			"waitempty": cmdWaitEmpty,
 			"jsonvalid": cmdJSONValid,
 			"trimnl":    cmdTrimNL,
+			"waitfile":  cmdWaitFile,
 		},
 	})
 }
@@ -115,7 +116,8 @@ func TestScripts(t *testing.T) {
 // exitcodeMain is the program "exitcode WANT PROGRAM ARGS...": it runs
 // PROGRAM with its own stdin and stdout, forwards SIGINT and SIGTERM to it,
 // and succeeds if PROGRAM exits with status WANT and, when WANT is not 0,
-// wrote exactly one line on stderr, starting "shmbus: ".
+// wrote exactly one line on stderr, starting "shmbus: ". A WANT written
+// "+130" lets progress lines come before that last line.
 func exitcodeMain() {
 	fail := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "exitcode: "+format+"\n", args...)
@@ -124,7 +126,8 @@ func exitcodeMain() {
 	if len(os.Args) < 3 {
 		fail("usage: exitcode WANT PROGRAM [ARGS...]")
 	}
-	want, err := strconv.Atoi(os.Args[1])
+	progress := strings.HasPrefix(os.Args[1], "+")
+	want, err := strconv.Atoi(strings.TrimPrefix(os.Args[1], "+"))
 	if err != nil {
 		fail("bad exit status %q", os.Args[1])
 	}
@@ -153,6 +156,9 @@ func exitcodeMain() {
 	}
 	if want != 0 {
 		s := stderr.String()
+		if i := strings.LastIndex(strings.TrimSuffix(s, "\n"), "\n"); progress && i >= 0 {
+			s = s[i+1:]
+		}
 		if !strings.HasPrefix(s, "shmbus: ") || !strings.HasSuffix(s, "\n") || strings.Count(s, "\n") != 1 {
 			fail("stderr is not one line starting \"shmbus: \": %q", s)
 		}
@@ -334,4 +340,24 @@ func cmdTrimNL(ts *testscript.TestScript, neg bool, args []string) {
 	b, err := os.ReadFile(name)
 	ts.Check(err)
 	ts.Check(os.WriteFile(name, bytes.TrimSuffix(b, []byte("\n")), 0o644))
+}
+
+// cmdWaitFile is "waitfile GLOB": wait until a file matches GLOB (10 s at
+// most); "! waitfile GLOB" waits until none does.
+func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitfile GLOB")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := filepath.Glob(ts.MkAbs(args[0]))
+		ts.Check(err)
+		if (len(m) > 0) != neg {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitfile %s: still %d match(es) after 10s", args[0], len(m))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
