@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,9 +18,13 @@ type lsEntry struct {
 	Priorities int    `json:"priorities,omitempty"`
 	Messages   uint64 `json:"messages"`
 	Bytes      uint64 `json:"bytes"`
-	Peers      int    `json:"peers"`
-	Wake       string `json:"wake,omitempty"`
-	Error      string `json:"error,omitempty"`
+	// What else the count of the lanes found (see stat).
+	Unfinished  int    `json:"unfinished,omitempty"`
+	Unpublished uint64 `json:"unpublished,omitempty"`
+	Unreadable  bool   `json:"unreadable,omitempty"`
+	Peers       int    `json:"peers"`
+	Wake        string `json:"wake,omitempty"`
+	Error       string `json:"error,omitempty"`
 }
 
 func (a *app) lsCmd() *cobra.Command {
@@ -28,7 +33,10 @@ func (a *app) lsCmd() *cobra.Command {
 		Use:   "ls",
 		Short: "List the buses",
 		Long: `List the buses in the directory: size of the segment, priorities, messages
-waiting, ring bytes in use and live peers. A bus that cannot be opened
+waiting, ring bytes in use and live peers. Messages and bytes are counted in
+the lanes (as stat counts them); bytes that belong to no complete message
+(an unfinished large message, space a producer claimed and has not
+published) are named in the STATUS column. A bus that cannot be opened
 (corrupt, not a segment, permission denied, ...) is listed with its error;
 the exit status is still 0.`,
 		Aliases: []string{"list"},
@@ -54,8 +62,12 @@ the exit status is still 0.`,
 					fmt.Fprintf(w, "%s\t-\t-\t-\t-\t-\t-\t%s\n", e.Name, e.Error)
 					continue
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\tok\n", e.Name, humanSize(e.Size), e.Priorities,
-					e.Messages, e.Bytes, e.Peers, e.Wake)
+				status := "ok"
+				if t := (&busStat{Unfinished: e.Unfinished, Unpublished: e.Unpublished, Unreadable: e.Unreadable}).unusual(); t != "" {
+					status = strings.TrimPrefix(t, ", ")
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", e.Name, humanSize(e.Size), e.Priorities,
+					e.Messages, e.Bytes, e.Peers, e.Wake, status)
 			}
 			return w.Flush()
 		},
@@ -78,6 +90,7 @@ func (a *app) lsEntry(name string) lsEntry {
 		return e
 	}
 	e.Size, e.Priorities, e.Messages, e.Bytes, e.Wake = s.Size, s.Priorities, s.Messages, s.Bytes, s.Wake
+	e.Unfinished, e.Unpublished, e.Unreadable = s.Unfinished, s.Unpublished, s.Unreadable
 	for _, p := range s.Peers {
 		if p.Alive {
 			e.Peers++

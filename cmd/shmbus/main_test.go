@@ -27,6 +27,34 @@ import (
 var programs = map[string]func(){
 	"shmbus":   func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 	"exitcode": exitcodeMain,
+	"takedie":  takeDieMain,
+}
+
+// takeDieMain is the program "takedie NAME COUNT": it receives COUNT
+// messages from the bus NAME as a consumer (too few for the consumer to add
+// them to the shared counters) and kills itself with SIGKILL, as a consumer
+// killed in mid-flight dies.
+func takeDieMain() {
+	n, err := strconv.Atoi(os.Args[2])
+	if err != nil {
+		os.Exit(2)
+	}
+	bus, err := shmbus.Open(os.Args[1], nil)
+	if err == nil {
+		var c *shmbus.Consumer
+		if c, err = bus.NewConsumer(); err == nil {
+			buf := make([]byte, bus.MaxMessage())
+			for i := 0; i < n && err == nil; i++ {
+				_, _, err = c.TryReceive(buf)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "takedie:", err)
+		os.Exit(1)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
 }
 
 func TestMain(m *testing.M) {

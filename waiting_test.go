@@ -1,0 +1,103 @@
+package shmbus
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func init() { roles["take-and-die"] = takeAndDie }
+
+// takeAndDie receives $COUNT messages from $BUS, too few for the consumer
+// to add them to the shared counters, and is killed (SIGKILL) before it
+// could.
+func takeAndDie() error {
+	b, err := Open(os.Getenv("BUS"), nil)
+	if err != nil {
+		return err
+	}
+	c, err := b.NewConsumer()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, b.MaxMessage())
+	for range envInt("COUNT") {
+		if _, _, err := c.TryReceive(buf); err != nil {
+			return err
+		}
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// A consumer killed before adding its counts leaves the counters saying
+// messages wait; Waiting counts the lanes and says none do.
+func TestWaitingAfterKilledConsumer(t *testing.T) {
+	name := fmt.Sprintf("waiting-%d-%d", os.Getpid(), time.Now().UnixNano())
+	b, err := Create(name, &Options{Priorities: 2, LaneCapacity: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Remove()
+	p, err := b.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sent = 100
+	for i := range sent {
+		if err := p.TrySend([]byte("message "+strconv.Itoa(i)), i%2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close() // adds its counts
+
+	cmd := child(t, "take-and-die", "BUS="+name, "COUNT="+strconv.Itoa(sent))
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child: %v, want killed by SIGKILL", err)
+	}
+
+	st, err := b.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in, out uint64
+	for _, l := range st.Lanes {
+		in, out = in+l.MsgsIn, out+l.MsgsOut
+	}
+	if in-out != sent {
+		// The premise: the counters drifted. If they did not, this test
+		// proves nothing.
+		t.Fatalf("counters say %d in, %d out; want the killed consumer's %d missing", in, out, sent)
+	}
+	d, err := b.Waiting()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range d {
+		if l != (LaneDepth{}) {
+			t.Errorf("priority %d: %+v waiting, want nothing", i, l)
+		}
+	}
+
+	// And what is sent afterwards is counted.
+	p, err = b.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for range 3 {
+		if err := p.TrySend([]byte("x"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err = b.Waiting(); err != nil || d[1].Messages != 3 || d[0].Messages != 0 {
+		t.Fatalf("after 3 more: %+v, %v", d, err)
+	}
+}
