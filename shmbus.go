@@ -248,7 +248,7 @@ func create(name string, opts *Options) (_ *Bus, err error) {
 	h.CreatorStart = self.Start
 	var set *sem.Set
 	if cfg.WakeMode == layout.WakeSem {
-		set, h.SemCookie, err = createSems(len(g.Lanes), mode)
+		set, h.SemCookie, err = createSems(m.File(), len(g.Lanes), mode)
 		if err != nil {
 			m.Close()
 			if path != "" {
@@ -485,29 +485,26 @@ func (b *Bus) Remove() error {
 }
 
 // Remove deletes the bus called name in dir ("" for the default): its
-// segment file and, in sem mode, its semaphore set (only if the set still
-// carries the bus's cookie, so an unrelated set that reused the id is never
-// removed). A segment too damaged to read is removed all the same.
+// segment file and, in sem mode, its semaphore set. A segment too damaged to
+// read (truncated, a header overwritten) is removed all the same, and its
+// set is still found: by the key derived from the file's device and inode
+// (see createSems), and by the id and cookie at their places in the header,
+// each checked with the kernel (cookie and creator), so that an unrelated
+// set is never removed. A set it finds and cannot prove to be the bus's, or
+// cannot remove, is left, and the error names it with the command that
+// removes it; the segment file is removed even then.
 func Remove(dir, name string) error {
 	if err := segment.ValidateName(name); err != nil {
 		return fmt.Errorf("remove bus %q: %w", name, err)
 	}
 	path := segment.Path(dir, name)
-	var semErr error
-	if m, h, g, err := segment.Open(path, time.Millisecond); err == nil {
-		if h.WakeMode == layout.WakeSem {
-			if set, err := attachSems(int(h.SemID), len(g.Lanes), h.SemCookie); err == nil {
-				semErr = set.Remove()
-			}
-		}
-		m.Close()
-	}
+	semErr := removeSems(path)
 	removeAsmFiles(path)
 	if err := segment.Remove(path); err != nil {
-		return fmt.Errorf("remove bus %q: %w", name, err)
+		return fmt.Errorf("remove bus %q: %w", name, errors.Join(err, semErr))
 	}
 	if semErr != nil {
-		return fmt.Errorf("remove bus %q: semaphore set: %w", name, semErr)
+		return fmt.Errorf("remove bus %q: %w", name, semErr)
 	}
 	return nil
 }

@@ -22,7 +22,10 @@ rm refuses a bus whose lanes still hold anything (messages, parts of
 messages, or space a producer claimed), judged by the lanes' positions, and
 one it cannot
 open (corrupt, not a segment), unless --force is given. --force also
-ignores buses that do not exist. rm goes on with the other names after a
+ignores buses that do not exist. The semaphore set of a sem-mode bus is
+found even when the segment is truncated or its header damaged (by a key
+derived from the file); a set rm finds but cannot prove to be the bus's is
+left, and rm exits 1 naming it and the 'ipcrm -s ID' that removes it. rm goes on with the other names after a
 failure and reports the failures in one line.`,
 		Aliases:           []string{"remove"},
 		ValidArgsFunction: a.completeBuses,
