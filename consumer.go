@@ -24,6 +24,8 @@ type Consumer struct {
 	closed atomic.Bool // also set by Bus.Close from another goroutine
 	asm    *assembler
 
+	views [][]byte // Deliver's batch, kept to save allocations
+
 	lastRecover time.Time
 	emptyLooks  uint32 // lanes found empty by receives, for checkStuck
 }
@@ -309,6 +311,132 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 		return nil
 	})
 	return total, c.wrap(err)
+}
+
+// Deliver hands the messages published now, highest priority first, to
+// write, in batches of one priority: msgs are views of shared memory, valid
+// only during the call (write must neither keep nor change them). write
+// returns how many of them, from the first, it has finished with (written
+// out, stored): those are released and gone from the bus; the rest stay on
+// it, in order, for the next receive. An error from write ends Deliver and
+// is returned as it is, after the messages write finished with are
+// released. Deliver hands over at most max messages if max > 0, and does
+// not wait: with nothing published it returns 0 and no error.
+//
+// This is the receive of a consumer that must lose nothing when it is
+// killed: a message leaves the bus only after write has handled it, so a
+// consumer that dies between the two (SIGKILL, a crash, the OOM killer)
+// leaves it for the next one, which delivers it again: at least once, and
+// at most the last batch twice. One batch is at most 256 messages and
+// 64 KiB (or one larger message), and only messages of one record: a
+// message reassembled from fragments comes alone.
+func (c *Consumer) Deliver(max int, write func(msgs [][]byte, prio int) (int, error)) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	defer c.b.exit()
+	total := 0
+	var werr error
+	err := segment.Guard(func() error {
+		for i := len(c.lanes) - 1; i >= 0; i-- {
+			for max <= 0 || total < max {
+				limit := deliverBatch
+				if max > 0 {
+					limit = min(limit, max-total)
+				}
+				k, more, err := c.deliver(i, limit, write, &werr)
+				total += k
+				if err != nil || werr != nil {
+					return err
+				}
+				if !more {
+					break
+				}
+			}
+		}
+		if total == 0 {
+			c.flush()
+		}
+		return nil
+	})
+	if werr != nil {
+		return total, werr
+	}
+	return total, c.wrap(err)
+}
+
+// A batch of Deliver is at most deliverBatch messages, and ends with the
+// message that takes it to deliverBytes: what a pipe holds, so that space
+// returns to the producers while a slow reader drains the output, and a
+// killed consumer leaves little to deliver twice.
+const (
+	deliverBatch = 256
+	deliverBytes = 64 << 10
+)
+
+// deliver hands one batch of lane i to write (see Deliver): at most limit
+// messages, taken but not released until write says it is done with them.
+// It returns how many were delivered and whether the lane may hold more;
+// an error of write is stored in *werr.
+func (c *Consumer) deliver(i, limit int, write func([][]byte, int) (int, error), werr *error) (int, bool, error) {
+	l := c.lanes[i]
+	m, err := c.next(i)
+	if err == ring.ErrEmpty {
+		l.Release() // padding skipped on the way (see receive)
+		c.checkStuck(i)
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	batch := append(c.views[:0], m.data)
+	defer func() { clear(batch); c.views = batch[:0] }() // keep no view of the ring
+	if m.asm != nil {
+		// Reassembled: taken (marked delivered) only once written, since a
+		// file marked delivered is not delivered again.
+		k, err := write(batch, i)
+		*werr = err
+		if k < 1 {
+			return 0, false, nil
+		}
+		c.take(m)
+		l.Release()
+		c.finish(m)
+		return 1, err == nil, nil
+	}
+	c.take(m)
+	size := len(m.data)
+	for len(batch) < limit && size < deliverBytes {
+		// Only whole records join a batch: taking a fragment (c.next
+		// absorbs and releases them) would release the batch unwritten.
+		r, _, err := l.Peek()
+		if err != nil || r.Flags&(layout.FragBegin|layout.FragEnd) != layout.FragBegin|layout.FragEnd {
+			break
+		}
+		m, err := c.next(i)
+		if err != nil {
+			break
+		}
+		c.take(m)
+		batch = append(batch, m.data)
+		size += len(m.data)
+	}
+	k, err := write(batch, i)
+	*werr = err
+	k = min(max(k, 0), len(batch))
+	if k < len(batch) {
+		// Give back what write did not finish: take again the k it did.
+		l.Untake()
+		for range k {
+			m, err := c.next(i)
+			if err != nil {
+				return 0, false, err
+			}
+			c.take(m)
+		}
+	}
+	l.Release()
+	return k, k == len(batch) && *werr == nil, nil
 }
 
 // Wait blocks until a message is published, ctx is done or the bus closes.

@@ -30,6 +30,17 @@ var ErrNotStream = errors.New("message is not part of a stream")
 // (StreamWriter.Abort): what was read so far is not the whole stream.
 var ErrStreamAborted = errors.New("stream aborted by its writer")
 
+// ErrWriterGone is returned by a StreamReader whose writer is gone without
+// ending the stream: its process died, or it detached from the bus,
+// after it had begun the stream. What was read so far is not the whole
+// stream.
+var ErrWriterGone = errors.New("stream writer gone without ending the stream")
+
+// ErrReaderGone is returned by a StreamWriter whose reader went away: the
+// consumer role was given back, or its holder died. It is the broken pipe
+// of a bus stream; nothing written after it is read by anyone.
+var ErrReaderGone = errors.New("stream reader gone (broken pipe)")
+
 // StreamWriter writes a byte stream onto a bus at one priority.
 type StreamWriter struct {
 	ctx  context.Context
