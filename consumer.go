@@ -110,13 +110,15 @@ func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
 	}
 	defer c.b.exit()
 	err = segment.Guard(func() error {
-		n, prio, err = c.receive(buf)
+		n, prio, _, err = c.receive(buf)
 		return err
 	})
 	return n, prio, c.wrap(err)
 }
 
-func (c *Consumer) receive(buf []byte) (int, int, error) {
+// receive takes the next message into buf; it returns its size, priority
+// and the peer slot of its producer.
+func (c *Consumer) receive(buf []byte) (int, int, int, error) {
 	for i := len(c.lanes) - 1; i >= 0; i-- {
 		m, err := c.next(i)
 		if err == ring.ErrEmpty {
@@ -128,19 +130,19 @@ func (c *Consumer) receive(buf []byte) (int, int, error) {
 			continue
 		}
 		if err != nil {
-			return 0, i, err
+			return 0, i, 0, err
 		}
 		if len(m.data) > len(buf) {
-			return 0, i, &ShortBufferError{Need: len(m.data), Have: len(buf)}
+			return 0, i, 0, &ShortBufferError{Need: len(m.data), Have: len(buf)}
 		}
 		n := copy(buf, m.data)
 		c.take(m)
 		c.lanes[i].Release()
 		c.finish(m)
-		return n, i, nil
+		return n, i, m.producer, nil
 	}
 	c.flush() // idle: make the shared counters exact
-	return 0, 0, ErrEmpty
+	return 0, 0, 0, ErrEmpty
 }
 
 func (c *Consumer) flush() {
@@ -156,6 +158,8 @@ type message struct {
 	lane int
 	asm  *asm
 	pos  uint64 // ring position of its last (or only) record
+
+	producer int // the peer slot of its producer (as the record says)
 }
 
 // next returns the next complete message of lane i without taking it,
@@ -181,7 +185,7 @@ func (c *Consumer) next(i int) (message, error) {
 				c.asm.discard(i, slot) // its producer gave up on an earlier message
 			}
 			// Taken and not released before a crash: delivered again.
-			return message{data: p, lane: i, pos: pos}, nil
+			return message{data: p, lane: i, pos: pos, producer: slot}, nil
 		}
 		if older {
 			// A fragment already absorbed (or a message already delivered).
@@ -224,7 +228,7 @@ func (c *Consumer) next(i int) (message, error) {
 			// Copied, not absorbed: the record stays until delivery, and
 			// copying it again after a crash writes the same bytes.
 			copy(x.data()[x.filled():], p)
-			return message{data: x.data(), lane: i, asm: x, pos: pos}, nil
+			return message{data: x.data(), lane: i, asm: x, pos: pos, producer: slot}, nil
 		}
 		c.skip(l)
 	}
@@ -255,13 +259,20 @@ func (c *Consumer) finish(m message) {
 // Receive is TryReceive that waits for a message until ctx is done (its
 // error is returned) or the bus is closed (ErrClosed).
 func (c *Consumer) Receive(ctx context.Context, buf []byte) (n, prio int, err error) {
+	n, prio, _, err = c.receiveFrom(ctx, buf)
+	return n, prio, err
+}
+
+// receiveFrom is Receive that also says which peer slot the message's
+// producer held.
+func (c *Consumer) receiveFrom(ctx context.Context, buf []byte) (n, prio, slot int, err error) {
 	if err := c.check(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer c.b.exit()
 	err = segment.Guard(func() error {
 		for {
-			n, prio, err = c.receive(buf)
+			n, prio, slot, err = c.receive(buf)
 			if err != ErrEmpty {
 				return err
 			}
@@ -270,7 +281,7 @@ func (c *Consumer) Receive(ctx context.Context, buf []byte) (n, prio int, err er
 			}
 		}
 	})
-	return n, prio, c.wrap(err)
+	return n, prio, slot, c.wrap(err)
 }
 
 // Poll hands every message published now (at most max if max > 0) to f,

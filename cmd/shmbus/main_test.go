@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,54 @@ var programs = map[string]func(){
 	"shmbus":   func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 	"exitcode": exitcodeMain,
 	"takedie":  takeDieMain,
+
+	"streamdie":  streamDieMain,
+	"streamhead": streamHeadMain,
+}
+
+// streamDieMain is the program "streamdie NAME FILE": it writes FILE as a
+// stream to the bus NAME, without ending the stream, and kills itself with
+// SIGKILL, as a writer killed in mid-stream dies.
+func streamDieMain() {
+	data, err := os.ReadFile(os.Args[2])
+	var bus *shmbus.Bus
+	if err == nil {
+		bus, err = shmbus.Open(os.Args[1], nil)
+	}
+	if err == nil {
+		var p *shmbus.Producer
+		if p, err = bus.NewProducer(); err == nil {
+			w := shmbus.NewStreamWriter(context.Background(), p, 0)
+			if _, err = w.Write(data); err == nil {
+				err = w.Flush()
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "streamdie:", err)
+		os.Exit(1)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// streamHeadMain is the program "streamhead NAME N": it reads the first N
+// bytes of the stream on the bus NAME to stdout and exits, as
+// 'shmbus recv --stream NAME | head -c N' does.
+func streamHeadMain() {
+	n, _ := strconv.Atoi(os.Args[2])
+	bus, err := shmbus.Open(os.Args[1], nil)
+	if err == nil {
+		var c *shmbus.Consumer
+		if c, err = bus.NewConsumer(); err == nil {
+			_, err = io.CopyN(os.Stdout, shmbus.NewStreamReader(context.Background(), c), int64(n))
+		}
+		bus.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "streamhead:", err)
+		os.Exit(1)
+	}
 }
 
 // takeDieMain is the program "takedie NAME COUNT": it receives COUNT

@@ -24,6 +24,14 @@ func newVecWriter(w io.Writer) *vecWriter {
 	return v
 }
 
+// Write writes p (all of it, or fails): an io.Writer whose broken pipe is
+// an error (EPIPE), not the death by SIGPIPE of a write to os.Stdout, so
+// that the command can close the bus before it exits.
+func (v *vecWriter) Write(p []byte) (int, error) {
+	n, err := v.write([][]byte{p})
+	return int(n), err
+}
+
 // maxIOV is at most IOV_MAX, the most slices one writev takes.
 const maxIOV = 1024
 

@@ -48,7 +48,12 @@ bus too. A stdout closed by its reader (a broken pipe) ends recv with exit
 status 141.
 
 With --stream, recv writes the byte stream sent by 'shmbus send --stream'
-to stdout, exactly, and exits 0 at its end.`,
+to stdout, exactly, and exits 0 at its end. A stream ends like a pipe: if
+its writer, after sending its first bytes, dies or detaches without ending
+the stream, recv writes out what arrived and exits 1 saying the writer is
+gone (it notices within a fraction of a second); before any bytes arrive,
+recv waits for a writer. If the writer gave up (interrupted, timed out), recv
+exits 1 saying the stream was aborted.`,
 		Example: `  shmbus recv orders                  # one message
   shmbus recv orders -n 0 --timeout 5s # everything for five seconds
   shmbus recv orders -n 10 --format json
@@ -199,7 +204,7 @@ func (o *recvOutput) write(msgs [][]byte, prio int) (int, error) {
 
 // stream writes the byte stream on the bus to stdout.
 func (r *receiver) stream(ctx context.Context, c *shmbus.Consumer) error {
-	n, err := io.Copy(r.a.stdout, shmbus.NewStreamReader(ctx, c))
+	n, err := io.Copy(newVecWriter(r.a.stdout), shmbus.NewStreamReader(ctx, c))
 	if err != nil {
 		err = streamError(ctx, err, r.timeout)
 		return fmt.Errorf("%s: %w (after %d bytes)", onBus("recv stream", "from", r.name, err), err, n)

@@ -160,3 +160,69 @@ func testRecvKilled(t *testing.T, format string) {
 		t.Errorf("%d messages both written and left: more than one batch (64 KiB)", dups)
 	}
 }
+
+// 'shmbus recv --stream pipe | head -c 100' with an endless writer: recv
+// exits 141 when head closes the pipe, and the sender then fails with a
+// broken pipe (141) instead of waiting for room for ever.
+func TestStreamBrokenPipe(t *testing.T) {
+	dir := t.TempDir()
+	bus, err := shmbus.Create("pipe", &shmbus.Options{Dir: dir, LaneCapacity: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus.Close()
+	exe, err := exec.LookPath("shmbus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := exec.Command(exe, "--dir", dir, "recv", "--stream", "pipe")
+	head, recvOut, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recvErr, sendErr bytes.Buffer
+	recv.Stdout, recv.Stderr = recvOut, &recvErr
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	recvOut.Close()
+	defer recv.Process.Kill()
+
+	send := exec.Command(exe, "--dir", dir, "send", "--stream", "pipe")
+	send.Stderr = &sendErr
+	in, err := send.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer send.Process.Kill()
+	go func() { // cat /dev/zero
+		chunk := make([]byte, 32<<10)
+		for {
+			if _, err := in.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+
+	if _, err := io.ReadFull(head, make([]byte, 100)); err != nil { // head -c 100
+		t.Fatal(err)
+	}
+	head.Close()
+	for _, p := range []struct {
+		name   string
+		cmd    *exec.Cmd
+		stderr *bytes.Buffer
+		want   string
+	}{
+		{"recv", recv, &recvErr, "broken pipe"},
+		{"send", send, &sendErr, "stream reader gone (broken pipe)"},
+	} {
+		p.cmd.Wait()
+		if code := p.cmd.ProcessState.ExitCode(); code != exitPipe || !strings.Contains(p.stderr.String(), p.want) {
+			t.Errorf("%s: exit status %d (%v), stderr %q; want %d and %q", p.name, code, p.cmd.ProcessState, p.stderr, exitPipe, p.want)
+		}
+	}
+}
