@@ -22,11 +22,24 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/bench"
+	"github.com/shmbus/shmbus/internal/failpoint"
+	"golang.org/x/sys/unix"
 )
+
+// shmbusMain is the command as the scripts run it. With
+// $SHMBUS_TEST_CREATE_STEP_DELAY set (a duration), creating a segment
+// sleeps that long before each chunk of it, so that a script can interrupt
+// a create in the middle.
+func shmbusMain() {
+	if d, err := time.ParseDuration(os.Getenv("SHMBUS_TEST_CREATE_STEP_DELAY")); err == nil {
+		failpoint.CreateStep.Set(func() { time.Sleep(d) })
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
 
 // programs are the commands the scripts run as processes.
 var programs = map[string]func(){
-	"shmbus":   func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+	"shmbus":   shmbusMain,
 	"exitcode": exitcodeMain,
 	"takedie":  takeDieMain,
 
@@ -186,6 +199,7 @@ func TestScripts(t *testing.T) {
 			"jsonvalid": cmdJSONValid,
 			"trimnl":    cmdTrimNL,
 			"waitfile":  cmdWaitFile,
+			"tmpfs":     cmdTmpfs,
 		},
 	})
 }
@@ -437,4 +451,16 @@ func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// cmdTmpfs is "tmpfs DIR SIZE": mount a tmpfs of SIZE (mount's size=
+// syntax, 2m) on DIR for the rest of the script. Needs root.
+func cmdTmpfs(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: tmpfs DIR SIZE")
+	}
+	dir := ts.MkAbs(args[0])
+	ts.Check(os.MkdirAll(dir, 0o755))
+	ts.Check(unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+args[1]+",mode=1777"))
+	ts.Defer(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 }
