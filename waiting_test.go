@@ -1,6 +1,7 @@
 package shmbus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -99,5 +100,58 @@ func TestWaitingAfterKilledConsumer(t *testing.T) {
 	}
 	if d, err = b.Waiting(); err != nil || d[1].Messages != 3 || d[0].Messages != 0 {
 		t.Fatalf("after 3 more: %+v, %v", d, err)
+	}
+}
+
+// Waiting, called while producers and the consumer work, never fails or
+// counts more than a lane can hold, and is exact once traffic stops.
+func TestWaitingWhileTrafficFlows(t *testing.T) {
+	const capacity, total = 4 << 10, 20000
+	b := newBus(t, &Options{LaneCapacity: capacity})
+	p, err := b.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := b.NewConsumer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64)
+		for range total {
+			if _, _, err := c.Receive(context.Background(), buf); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	go func() {
+		for i := range total {
+			p.Send(context.Background(), []byte(strconv.Itoa(i)), 0)
+		}
+	}()
+	for looking := true; looking; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			looking = false
+		default:
+		}
+		d, err := b.Waiting()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d[0].Messages > capacity/8 || d[0].Bytes > capacity {
+			t.Fatalf("counted %+v in a lane of %d bytes", d[0], capacity)
+		}
+	}
+	if d, err := b.Waiting(); err != nil || d[0] != (LaneDepth{}) {
+		t.Fatalf("after the traffic: %+v, %v", d, err)
 	}
 }

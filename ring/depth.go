@@ -30,7 +30,21 @@ type Depth struct {
 // record released or written under it ends the walk (Unreadable) instead
 // of misleading it. On a quiet lane it is exact.
 func (l *Lane) Depth() Depth {
-	head := l.head.Load()
+	// A release while the walk runs zeroes records behind it: the walk
+	// would stop at them. Walk again from the new head, a few times.
+	var d Depth
+	for range 4 {
+		head := l.head.Load()
+		d = l.walk(head)
+		if l.head.Load() == head {
+			break
+		}
+	}
+	return d
+}
+
+// walk counts the records from head to the tail.
+func (l *Lane) walk(head uint64) Depth {
 	tail := l.tail.Load()
 	d := Depth{Bytes: tail - head}
 	if tail-head > l.capacity || head%layout.RecordAlign != 0 {
