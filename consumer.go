@@ -24,10 +24,13 @@ type Consumer struct {
 	closed atomic.Bool // also set by Bus.Close from another goroutine
 	asm    *assembler
 
+	views [][]byte // Deliver's batch, kept to save allocations
+
 	lastRecover time.Time
 	emptyLooks  uint32 // lanes found empty by receives, for checkStuck
 
-	peeked *message // returned by the last Peek and not yet released
+	peeked    message // returned by the last Peek and not yet released
+	hasPeeked bool
 }
 
 // NewConsumer takes the bus's consumer role. It fails with ErrBusy while a
@@ -110,7 +113,7 @@ func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
 	}
 	defer c.b.exit()
 	err = segment.Guard(func() error {
-		n, prio, err = c.receive(buf, false)
+		n, prio, _, err = c.receive(buf)
 		return err
 	})
 	return n, prio, c.wrap(err)
@@ -128,7 +131,7 @@ func (c *Consumer) TryPeek(buf []byte) (n, prio int, err error) {
 	}
 	defer c.b.exit()
 	err = segment.Guard(func() error {
-		n, prio, err = c.receive(buf, true)
+		n, prio, _, err = c.receiveKeep(buf, true)
 		return err
 	})
 	return n, prio, c.wrap(err)
@@ -136,7 +139,8 @@ func (c *Consumer) TryPeek(buf []byte) (n, prio int, err error) {
 
 // Peek is TryPeek that waits for a message as Receive does.
 func (c *Consumer) Peek(ctx context.Context, buf []byte) (n, prio int, err error) {
-	return c.await(ctx, buf, true)
+	n, prio, _, err = c.await(ctx, buf, true)
+	return n, prio, err
 }
 
 // Release takes the message the last TryPeek or Peek returned off the bus.
@@ -148,14 +152,14 @@ func (c *Consumer) Release() error {
 	}
 	defer c.b.exit()
 	err := segment.Guard(func() error {
-		m := c.peeked
-		if m == nil {
+		if !c.hasPeeked {
 			return nil
 		}
-		c.peeked = nil
-		c.take(*m)
+		m := c.peeked
+		c.peeked, c.hasPeeked = message{}, false
+		c.take(m)
 		c.lanes[m.lane].Release()
-		c.finish(*m)
+		c.finish(m)
 		return nil
 	})
 	if err != nil {
@@ -164,10 +168,16 @@ func (c *Consumer) Release() error {
 	return nil
 }
 
-// receive copies the next message into buf and, unless keep, takes it off
-// the bus; with keep it is remembered for Release.
-func (c *Consumer) receive(buf []byte, keep bool) (int, int, error) {
-	c.peeked = nil
+// receive takes the next message into buf; it returns its size, priority
+// and the peer slot of its producer.
+func (c *Consumer) receive(buf []byte) (int, int, int, error) {
+	return c.receiveKeep(buf, false)
+}
+
+// receiveKeep is receive that, with keep, leaves the message on the bus
+// and remembers it for Release.
+func (c *Consumer) receiveKeep(buf []byte, keep bool) (int, int, int, error) {
+	c.peeked, c.hasPeeked = message{}, false
 	for i := len(c.lanes) - 1; i >= 0; i-- {
 		m, err := c.next(i)
 		if err == ring.ErrEmpty {
@@ -179,23 +189,23 @@ func (c *Consumer) receive(buf []byte, keep bool) (int, int, error) {
 			continue
 		}
 		if err != nil {
-			return 0, i, err
+			return 0, i, 0, err
 		}
 		if len(m.data) > len(buf) {
-			return 0, i, &ShortBufferError{Need: len(m.data), Have: len(buf)}
+			return 0, i, 0, &ShortBufferError{Need: len(m.data), Have: len(buf)}
 		}
 		n := copy(buf, m.data)
 		if keep {
-			c.peeked = &m
-			return n, i, nil
+			c.peeked, c.hasPeeked = m, true
+			return n, i, m.producer, nil
 		}
 		c.take(m)
 		c.lanes[i].Release()
 		c.finish(m)
-		return n, i, nil
+		return n, i, m.producer, nil
 	}
 	c.flush() // idle: make the shared counters exact
-	return 0, 0, ErrEmpty
+	return 0, 0, 0, ErrEmpty
 }
 
 func (c *Consumer) flush() {
@@ -211,6 +221,8 @@ type message struct {
 	lane int
 	asm  *asm
 	pos  uint64 // ring position of its last (or only) record
+
+	producer int // the peer slot of its producer (as the record says)
 }
 
 // next returns the next complete message of lane i without taking it,
@@ -236,7 +248,7 @@ func (c *Consumer) next(i int) (message, error) {
 				c.asm.discard(i, slot) // its producer gave up on an earlier message
 			}
 			// Taken and not released before a crash: delivered again.
-			return message{data: p, lane: i, pos: pos}, nil
+			return message{data: p, lane: i, pos: pos, producer: slot}, nil
 		}
 		if older {
 			// A fragment already absorbed (or a message already delivered).
@@ -286,7 +298,7 @@ func (c *Consumer) next(i int) (message, error) {
 			// Copied, not absorbed: the record stays until delivery, and
 			// copying it again after a crash writes the same bytes.
 			copy(x.data()[x.filled():], p)
-			return message{data: x.data(), lane: i, asm: x, pos: pos}, nil
+			return message{data: x.data(), lane: i, asm: x, pos: pos, producer: slot}, nil
 		}
 		c.skip(l)
 	}
@@ -317,17 +329,25 @@ func (c *Consumer) finish(m message) {
 // Receive is TryReceive that waits for a message until ctx is done (its
 // error is returned) or the bus is closed (ErrClosed).
 func (c *Consumer) Receive(ctx context.Context, buf []byte) (n, prio int, err error) {
+	n, prio, _, err = c.receiveFrom(ctx, buf)
+	return n, prio, err
+}
+
+// receiveFrom is Receive that also says which peer slot the message's
+// producer held.
+func (c *Consumer) receiveFrom(ctx context.Context, buf []byte) (n, prio, slot int, err error) {
 	return c.await(ctx, buf, false)
 }
 
-func (c *Consumer) await(ctx context.Context, buf []byte, keep bool) (n, prio int, err error) {
+// await is receiveKeep that waits for a message.
+func (c *Consumer) await(ctx context.Context, buf []byte, keep bool) (n, prio, slot int, err error) {
 	if err := c.check(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer c.b.exit()
 	err = segment.Guard(func() error {
 		for {
-			n, prio, err = c.receive(buf, keep)
+			n, prio, slot, err = c.receiveKeep(buf, keep)
 			if err != ErrEmpty {
 				return err
 			}
@@ -336,7 +356,7 @@ func (c *Consumer) await(ctx context.Context, buf []byte, keep bool) (n, prio in
 			}
 		}
 	})
-	return n, prio, c.wrap(err)
+	return n, prio, slot, c.wrap(err)
 }
 
 // Poll hands every message published now (at most max if max > 0) to f,
@@ -347,7 +367,7 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 		return 0, err
 	}
 	defer c.b.exit()
-	c.peeked = nil
+	c.peeked, c.hasPeeked = message{}, false
 	total := 0
 	err := segment.Guard(func() error {
 		for i := len(c.lanes) - 1; i >= 0; i-- {
@@ -378,6 +398,133 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 		return nil
 	})
 	return total, c.wrap(err)
+}
+
+// Deliver hands the messages published now, highest priority first, to
+// write, in batches of one priority: msgs are views of shared memory, valid
+// only during the call (write must neither keep nor change them). write
+// returns how many of them, from the first, it has finished with (written
+// out, stored): those are released and gone from the bus; the rest stay on
+// it, in order, for the next receive. An error from write ends Deliver and
+// is returned as it is, after the messages write finished with are
+// released. Deliver hands over at most max messages if max > 0, and does
+// not wait: with nothing published it returns 0 and no error.
+//
+// This is the receive of a consumer that must lose nothing when it is
+// killed: a message leaves the bus only after write has handled it, so a
+// consumer that dies between the two (SIGKILL, a crash, the OOM killer)
+// leaves it for the next one, which delivers it again: at least once, and
+// at most the last batch twice. One batch is at most 256 messages and
+// 64 KiB (or one larger message), and only messages of one record: a
+// message reassembled from fragments comes alone.
+func (c *Consumer) Deliver(max int, write func(msgs [][]byte, prio int) (int, error)) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	defer c.b.exit()
+	c.peeked, c.hasPeeked = message{}, false
+	total := 0
+	var werr error
+	err := segment.Guard(func() error {
+		for i := len(c.lanes) - 1; i >= 0; i-- {
+			for max <= 0 || total < max {
+				limit := deliverBatch
+				if max > 0 {
+					limit = min(limit, max-total)
+				}
+				k, more, err := c.deliver(i, limit, write, &werr)
+				total += k
+				if err != nil || werr != nil {
+					return err
+				}
+				if !more {
+					break
+				}
+			}
+		}
+		if total == 0 {
+			c.flush()
+		}
+		return nil
+	})
+	if werr != nil {
+		return total, werr
+	}
+	return total, c.wrap(err)
+}
+
+// A batch of Deliver is at most deliverBatch messages, and ends with the
+// message that takes it to deliverBytes: what a pipe holds, so that space
+// returns to the producers while a slow reader drains the output, and a
+// killed consumer leaves little to deliver twice.
+const (
+	deliverBatch = 256
+	deliverBytes = 64 << 10
+)
+
+// deliver hands one batch of lane i to write (see Deliver): at most limit
+// messages, taken but not released until write says it is done with them.
+// It returns how many were delivered and whether the lane may hold more;
+// an error of write is stored in *werr.
+func (c *Consumer) deliver(i, limit int, write func([][]byte, int) (int, error), werr *error) (int, bool, error) {
+	l := c.lanes[i]
+	m, err := c.next(i)
+	if err == ring.ErrEmpty {
+		l.Release() // padding skipped on the way (see receive)
+		c.checkStuck(i)
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	batch := append(c.views[:0], m.data)
+	defer func() { clear(batch); c.views = batch[:0] }() // keep no view of the ring
+	if m.asm != nil {
+		// Reassembled: taken (marked delivered) only once written, since a
+		// file marked delivered is not delivered again.
+		k, err := write(batch, i)
+		*werr = err
+		if k < 1 {
+			return 0, false, nil
+		}
+		c.take(m)
+		l.Release()
+		c.finish(m)
+		return 1, err == nil, nil
+	}
+	c.take(m)
+	size := len(m.data)
+	for len(batch) < limit && size < deliverBytes {
+		// Only whole records join a batch: taking a fragment (c.next
+		// absorbs and releases them) would release the batch unwritten.
+		r, _, err := l.Peek()
+		if err != nil || r.Flags&(layout.FragBegin|layout.FragEnd) != layout.FragBegin|layout.FragEnd {
+			break
+		}
+		m, err := c.next(i)
+		if err != nil {
+			break
+		}
+		c.take(m)
+		batch = append(batch, m.data)
+		size += len(m.data)
+	}
+	k, err := write(batch, i)
+	*werr = err
+	k = min(max(k, 0), len(batch))
+	if k < len(batch) {
+		// Give back what write did not finish: take again the k it did.
+		l.Untake()
+		for range k {
+			m, err := c.next(i)
+			if err != nil {
+				return 0, false, err
+			}
+			c.take(m)
+		}
+	}
+	l.Release()
+	return k, k == len(batch) && *werr == nil, nil
 }
 
 // Wait blocks until a message is published, ctx is done or the bus closes.
@@ -463,7 +610,7 @@ func (c *Consumer) wrap(err error) error {
 // stay for the next consumer); the bus calls it when it closes with the
 // consumer still open.
 func (c *Consumer) abandon() {
-	c.peeked = nil
+	c.peeked, c.hasPeeked = message{}, false
 	for _, l := range c.lanes {
 		l.Release()
 		l.Flush()

@@ -289,3 +289,42 @@ func (b *Bus) ReleaseDead() ([]PeerInfo, error) {
 	}
 	return out, nil
 }
+
+// peerMark names one attachment of a peer: its slot and the owner tag it
+// had, so that a slot given back and taken again by another process is
+// not mistaken for the one marked.
+type peerMark struct {
+	slot int
+	tag  uint64
+}
+
+// mark is the peer holding slot now.
+func (t *peerTable) mark(slot int) peerMark {
+	return peerMark{slot: slot, tag: t.owner(slot).Load()}
+}
+
+// left says whether the peer m has given its slot back (or lost it to
+// another process): one load.
+func (t *peerTable) left(m peerMark) bool {
+	return m.tag == 0 || t.owner(m.slot).Load() != m.tag
+}
+
+// gone says whether the peer m has left its slot or is provably dead (which
+// reads /proc).
+func (t *peerTable) gone(m peerMark) bool {
+	return t.left(m) || m.tag != t.tag && tagState(m.tag) == ring.PeerDead
+}
+
+// consumerMark is the holder of the consumer role, if any.
+func (t *peerTable) consumerMark() (peerMark, bool) {
+	cur := layout.Word32(t.seg, layout.OffConsumer).Load()
+	if cur == 0 || int(cur) > t.g.PeerSlots {
+		return peerMark{}, false
+	}
+	return t.mark(int(cur) - 1), true
+}
+
+// holdsConsumer says whether m still holds the consumer role.
+func (t *peerTable) holdsConsumer(m peerMark) bool {
+	return layout.Word32(t.seg, layout.OffConsumer).Load() == uint32(m.slot)+1 && !t.left(m)
+}

@@ -22,6 +22,7 @@
 package shmbus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -56,7 +57,7 @@ var (
 	ErrConfig      = layout.ErrConfig
 	ErrTruncated   = segment.ErrTruncated          // the segment file was truncated under this process
 	ErrUnsupported = errors.ErrUnsupported         // the wake mode does not exist on this platform
-	ErrNoSpace     = segment.ErrNoSpace            // the file system has no room for a segment or a reassembly file
+	ErrNoSpace     = segment.ErrNoSpace            // Create, CheckRoom, Receive: no room for a segment or a reassembly file
 	ErrDropped     = errors.New("message dropped") // Receive: a large message the consumer could not hold was skipped
 )
 
@@ -197,14 +198,80 @@ func (o *Options) config() (layout.Config, error) {
 // Create makes a new bus called name and attaches to it. It fails with
 // ErrExist if the bus exists, and leaves nothing behind if it fails.
 func Create(name string, opts *Options) (*Bus, error) {
-	b, err := create(name, opts)
+	return CreateContext(context.Background(), name, opts)
+}
+
+// CreateContext is Create that gives up when ctx is done while it reserves
+// and prefaults the segment's pages (which for a bus of gigabytes takes
+// seconds): the error then wraps ctx.Err(), and nothing is left behind. A
+// memfd bus (Options.Memfd) is made without looking at ctx.
+func CreateContext(ctx context.Context, name string, opts *Options) (*Bus, error) {
+	b, err := create(ctx, name, opts)
 	if err != nil {
 		return nil, fmt.Errorf("create bus %q: %w", name, err)
 	}
 	return b, nil
 }
 
-func create(name string, opts *Options) (_ *Bus, err error) {
+// SegmentSize is the size in bytes of the segment Create would make with
+// opts: every page of it is reserved up front (priorities × lane capacity,
+// plus headers, peer slots and control blocks).
+func SegmentSize(opts *Options) (int64, error) {
+	cfg, err := opts.config()
+	if err != nil {
+		return 0, err
+	}
+	g, err := layout.Plan(cfg)
+	if err != nil {
+		return 0, err
+	}
+	return int64(g.TotalSize), nil
+}
+
+// CheckRoom fails with an error wrapping ErrNoSpace when the segment of a
+// bus made with opts is larger than what its directory can take now: the
+// file system's free space and, on tmpfs (the default /dev/shm), the
+// memory available, since a tmpfs file that fits the file system's limit
+// can still push the machine into swap or the OOM killer. Create itself
+// does not check (it fails only when the file system refuses); callers
+// that take sizes from people should. It returns the segment's size.
+func CheckRoom(opts *Options) (int64, error) {
+	size, err := SegmentSize(opts)
+	if err != nil {
+		return 0, err
+	}
+	dir := ""
+	if opts != nil {
+		dir = opts.Dir
+	}
+	room, what, err := segment.Room(dir)
+	if err != nil {
+		return size, err
+	}
+	if uint64(size) > room {
+		if dir == "" {
+			dir = segment.Dir()
+		}
+		return size, &NoRoomError{Size: uint64(size), Room: room, What: what, Dir: dir}
+	}
+	return size, nil
+}
+
+// NoRoomError is CheckRoom's refusal; it wraps ErrNoSpace.
+type NoRoomError struct {
+	Size uint64 // bytes the segment needs
+	Room uint64 // bytes there are
+	What string // what Room is: "free space" or "available memory"
+	Dir  string
+}
+
+func (e *NoRoomError) Error() string {
+	return fmt.Sprintf("%v: the segment needs %d bytes, %s has %d bytes of %s", ErrNoSpace, e.Size, e.Dir, e.Room, e.What)
+}
+
+func (e *NoRoomError) Unwrap() error { return ErrNoSpace }
+
+func create(ctx context.Context, name string, opts *Options) (_ *Bus, err error) {
 	if !layout.HostLittleEndian() {
 		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
 	}
@@ -235,7 +302,7 @@ func create(name string, opts *Options) (_ *Bus, err error) {
 		}
 		path = "" // nothing to remove on failure
 	} else {
-		m, err = segment.Create(path, int64(g.TotalSize), mode)
+		m, err = segment.CreateContext(ctx, path, int64(g.TotalSize), mode)
 	}
 	if err != nil {
 		if m != nil {
@@ -250,7 +317,7 @@ func create(name string, opts *Options) (_ *Bus, err error) {
 	h.CreatorStart = self.Start
 	var set *sem.Set
 	if cfg.WakeMode == layout.WakeSem {
-		set, h.SemCookie, err = createSems(len(g.Lanes), mode)
+		set, h.SemCookie, err = createSems(m.File(), len(g.Lanes), mode)
 		if err != nil {
 			m.Close()
 			if path != "" {
@@ -487,29 +554,26 @@ func (b *Bus) Remove() error {
 }
 
 // Remove deletes the bus called name in dir ("" for the default): its
-// segment file and, in sem mode, its semaphore set (only if the set still
-// carries the bus's cookie, so an unrelated set that reused the id is never
-// removed). A segment too damaged to read is removed all the same.
+// segment file and, in sem mode, its semaphore set. A segment too damaged to
+// read (truncated, a header overwritten) is removed all the same, and its
+// set is still found: by the key derived from the file's device and inode
+// (see createSems), and by the id and cookie at their places in the header,
+// each checked with the kernel (cookie and creator), so that an unrelated
+// set is never removed. A set it finds and cannot prove to be the bus's, or
+// cannot remove, is left, and the error names it with the command that
+// removes it; the segment file is removed even then.
 func Remove(dir, name string) error {
 	if err := segment.ValidateName(name); err != nil {
 		return fmt.Errorf("remove bus %q: %w", name, err)
 	}
 	path := segment.Path(dir, name)
-	var semErr error
-	if m, h, g, err := segment.Open(path, time.Millisecond); err == nil {
-		if h.WakeMode == layout.WakeSem {
-			if set, err := attachSems(int(h.SemID), len(g.Lanes), h.SemCookie); err == nil {
-				semErr = set.Remove()
-			}
-		}
-		m.Close()
-	}
+	semErr := removeSems(path)
 	removeAsmFiles(path)
 	if err := segment.Remove(path); err != nil {
-		return fmt.Errorf("remove bus %q: %w", name, err)
+		return fmt.Errorf("remove bus %q: %w", name, errors.Join(err, semErr))
 	}
 	if semErr != nil {
-		return fmt.Errorf("remove bus %q: semaphore set: %w", name, semErr)
+		return fmt.Errorf("remove bus %q: %w", name, semErr)
 	}
 	return nil
 }

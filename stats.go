@@ -1,6 +1,7 @@
 package shmbus
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/shmbus/shmbus/internal/segment"
@@ -16,7 +17,10 @@ type LaneStats = ring.Stats
 // Stats is a snapshot of a bus's statistics, readable by any attached
 // process. Counters are added to the segment every 256 messages and when a
 // producer or consumer goes idle or closes, so they lag slightly while
-// traffic flows.
+// traffic flows, and a peer killed in mid-flight never adds its last
+// batch: MsgsIn-MsgsOut is not the number of messages waiting. For that,
+// use Waiting, which counts them in the lanes. Head, Tail and Used are
+// positions and always exact.
 type Stats struct {
 	Lanes          []LaneStats // index = priority
 	ConsumerSleeps uint64      // times the consumer went to sleep
@@ -52,4 +56,32 @@ func (b *Bus) Stats() (Stats, error) {
 		return nil
 	})
 	return s, err
+}
+
+// LaneDepth is what waits in one lane, counted by walking its records.
+type LaneDepth = ring.Depth
+
+// Waiting walks every lane (index = priority) between its release and
+// claim positions and counts the messages there: published and not yet
+// released by the consumer, so including one the consumer holds while it
+// writes it out. Unlike the counters in Stats it cannot drift; while
+// traffic flows it is a snapshot of moving positions. It reads the whole
+// of every lane's used space: a cost proportional to the messages
+// waiting, for inspection rather than hot paths.
+func (b *Bus) Waiting() ([]LaneDepth, error) {
+	if err := b.enter(); err != nil {
+		return nil, err
+	}
+	defer b.exit()
+	var d []LaneDepth
+	err := segment.Guard(func() error {
+		for _, l := range b.lanes {
+			d = append(d, l.Depth())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus %q: waiting: %w", b.name, err)
+	}
+	return d, nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/shmbus/shmbus/internal/segment"
 )
 
 // Streams carry a byte stream over a bus, as a pipe would: the writer cuts
@@ -15,6 +17,18 @@ import (
 // up: the reader returns ErrStreamAborted). Chunks are as large as one
 // record, so they are never fragmented. One stream at a time per bus and
 // priority: messages of two streams would interleave.
+//
+// Streams end like pipes when a side goes away (see docs/semantics.md,
+// "Streams"). The writer of a stream is the producer of its first chunk;
+// once the reader has that chunk, a writer that detaches or dies without
+// ending the stream ends it on the reader with ErrWriterGone (a stream
+// whose writer has not sent anything yet has no writer to lose: the reader
+// waits for one, as a FIFO's reader waits for a writer). The reader of a
+// stream is the holder of the consumer role the writer first sees; once
+// it has one, a reader that gives the role back or dies before the end
+// fails the writer's next write with ErrReaderGone, the broken pipe (a
+// writer that has seen no reader yet waits for one while the bus fills).
+// Both sides look at the other at least every streamCheck while they wait.
 
 const (
 	streamData  = 'D'
@@ -30,6 +44,17 @@ var ErrNotStream = errors.New("message is not part of a stream")
 // (StreamWriter.Abort): what was read so far is not the whole stream.
 var ErrStreamAborted = errors.New("stream aborted by its writer")
 
+// ErrWriterGone is returned by a StreamReader whose writer is gone without
+// ending the stream: its process died, or it detached from the bus,
+// after it had begun the stream. What was read so far is not the whole
+// stream.
+var ErrWriterGone = errors.New("stream writer gone without ending the stream")
+
+// ErrReaderGone is returned by a StreamWriter whose reader went away: the
+// consumer role was given back, or its holder died. It is the broken pipe
+// of a bus stream; nothing written after it is read by anyone.
+var ErrReaderGone = errors.New("stream reader gone (broken pipe)")
+
 // StreamWriter writes a byte stream onto a bus at one priority.
 type StreamWriter struct {
 	ctx  context.Context
@@ -37,7 +62,15 @@ type StreamWriter struct {
 	prio int
 	buf  []byte // buf[0] is the chunk's type byte
 	err  error
+
+	reader     peerMark // the stream's reader, once seen
+	haveReader bool
+	lastCheck  time.Time // of the reader's liveness
 }
+
+// streamCheck is how often a stream's side that waits (or writes) looks
+// whether the other side is still there.
+const streamCheck = 200 * time.Millisecond
 
 // NewStreamWriter returns a writer that sends what is written to it over
 // the bus at priority prio, in chunks of one record. Writes block while the
@@ -98,9 +131,66 @@ func (w *StreamWriter) Flush() error {
 
 func (w *StreamWriter) flush() {
 	if w.err == nil {
-		w.err = w.p.Send(w.ctx, w.buf, w.prio)
+		w.err = w.send(w.buf)
 	}
 	w.buf = w.buf[:1]
+}
+
+// send sends one chunk, waiting for room in steps of streamCheck so that a
+// reader that went away is noticed while the bus is full.
+func (w *StreamWriter) send(chunk []byte) error {
+	for {
+		if err := w.checkReader(false); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(w.ctx, streamCheck)
+		err := w.p.Send(ctx, chunk, w.prio)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || w.ctx.Err() != nil {
+			return err
+		}
+		if err := w.checkReader(true); err != nil {
+			return err
+		}
+	}
+}
+
+// checkReader fails with ErrReaderGone once the stream's reader has given
+// the consumer role back or (looked at with /proc when wait says the
+// writer is waiting for room, and at most every streamCheck otherwise) is
+// dead. The first holder of the consumer role it sees is the reader.
+func (w *StreamWriter) checkReader(wait bool) error {
+	b := w.p.b
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.exit()
+	var gone error
+	err := segment.Guard(func() error {
+		t := b.peers
+		if !w.haveReader {
+			// A role word naming a dead holder (a reader killed before
+			// this stream began) is no reader of this stream.
+			if m, ok := t.consumerMark(); ok && (wait || time.Since(w.lastCheck) >= streamCheck) {
+				w.reader, w.haveReader = m, !t.gone(m)
+				w.lastCheck = time.Now()
+			}
+			return nil
+		}
+		if !t.holdsConsumer(w.reader) {
+			gone = fmt.Errorf("bus %q: %w: the consumer role was given back", b.name, ErrReaderGone)
+			return nil
+		}
+		if (wait || time.Since(w.lastCheck) >= streamCheck) && t.gone(w.reader) {
+			gone = fmt.Errorf("bus %q: %w: the consumer (pid %d) died", b.name, ErrReaderGone, w.reader.tag>>32)
+		}
+		w.lastCheck = time.Now()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return gone
 }
 
 // Close sends the buffered bytes and the end of the stream.
@@ -108,7 +198,7 @@ func (w *StreamWriter) Close() error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	w.err = w.p.Send(w.ctx, []byte{streamEnd}, w.prio)
+	w.err = w.send([]byte{streamEnd})
 	if w.err == nil {
 		w.err = fmt.Errorf("stream: %w", ErrClosed)
 		return nil
@@ -136,6 +226,9 @@ type StreamReader struct {
 	buf  []byte
 	data []byte // unread part of the current chunk
 	eof  bool
+
+	writer     peerMark // the producer of the first chunk
+	haveWriter bool
 }
 
 // NewStreamReader returns a reader of the stream arriving on the bus of c.
@@ -182,15 +275,20 @@ func (r *StreamReader) WriteTo(w io.Writer) (int64, error) {
 }
 
 func (r *StreamReader) next() error {
-	n, _, err := r.c.Receive(r.ctx, r.buf)
+	n, slot, err := r.receive()
 	var short *ShortBufferError
 	if errors.As(err, &short) {
 		// Not one of our chunks; take it anyway to say what it was.
 		r.buf = make([]byte, short.Need)
-		n, _, err = r.c.Receive(r.ctx, r.buf)
+		n, slot, err = r.receive()
 	}
 	if err != nil {
 		return err
+	}
+	if !r.haveWriter && n >= 1 && r.buf[0] == streamData {
+		if err := r.markWriter(slot); err != nil {
+			return err
+		}
 	}
 	switch {
 	case n >= 1 && r.buf[0] == streamData && n <= r.c.b.MaxRecordPayload():
@@ -203,4 +301,63 @@ func (r *StreamReader) next() error {
 		return fmt.Errorf("bus %q: %w (%d bytes)", r.c.b.name, ErrNotStream, n)
 	}
 	return nil
+}
+
+// receive receives the next chunk into r.buf and says which slot sent it.
+// Once the stream has a writer, it waits in steps of streamCheck, and
+// fails with ErrWriterGone when the writer has left or died and nothing
+// it sent is left.
+func (r *StreamReader) receive() (int, int, error) {
+	for {
+		ctx, cancel := r.ctx, context.CancelFunc(func() {})
+		if r.haveWriter {
+			ctx, cancel = context.WithTimeout(r.ctx, streamCheck)
+		}
+		n, _, slot, err := r.c.receiveFrom(ctx, r.buf)
+		cancel()
+		if !r.haveWriter || !errors.Is(err, context.DeadlineExceeded) || r.ctx.Err() != nil {
+			return n, slot, err
+		}
+		gone, err := r.writerGone()
+		if err != nil {
+			return 0, 0, err
+		}
+		if gone {
+			// It may have sent more before it went: take that first.
+			n, _, slot, err := r.c.receiveFrom(ctx, r.buf) // ctx is done: no wait
+			if (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) && r.ctx.Err() == nil {
+				return 0, 0, fmt.Errorf("bus %q: %w (writer pid %d)", r.c.b.name, ErrWriterGone, r.writer.tag>>32)
+			}
+			return n, slot, err
+		}
+	}
+}
+
+func (r *StreamReader) markWriter(slot int) error {
+	b := r.c.b
+	if slot < 0 || slot >= b.g.PeerSlots {
+		return nil // no slot to watch
+	}
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.exit()
+	return segment.Guard(func() error {
+		r.writer, r.haveWriter = b.peers.mark(slot), true
+		return nil
+	})
+}
+
+func (r *StreamReader) writerGone() (bool, error) {
+	b := r.c.b
+	if err := b.enter(); err != nil {
+		return false, err
+	}
+	defer b.exit()
+	gone := false
+	err := segment.Guard(func() error {
+		gone = b.peers.gone(r.writer)
+		return nil
+	})
+	return gone, err
 }

@@ -59,7 +59,9 @@ const soakHeader = 16 // producer u32, seq u32, crc u32, size u32
 // messages of random sizes, some larger than a record, at random
 // priorities to one consumer that verifies every one, on a temporary MPSC
 // bus, for opts.Duration. It returns when the consumer has received
-// everything sent, or ctx ends.
+// everything sent, or, if ctx ends first, with the report so far and an
+// error wrapping ctx.Err() (an interrupted run is not a failed one: Errors
+// counts only what went wrong before).
 func Soak(ctx context.Context, opts SoakOptions) (SoakReport, error) {
 	if opts.Duration == 0 {
 		opts.Duration = 30 * time.Second
@@ -159,6 +161,11 @@ func Soak(ctx context.Context, opts SoakOptions) (SoakReport, error) {
 			rep.Messages++
 			rep.Bytes += uint64(n)
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		case ctx.Err() != nil:
+			// Interrupted: the producers see the same context and stop.
+			<-done
+			rep.Elapsed, rep.Errors = time.Since(start), errs.Load()
+			return rep, fmt.Errorf("soak interrupted: %w", ctx.Err())
 		default:
 			fail(err)
 			rep.Elapsed, rep.Errors = time.Since(start), errs.Load()
@@ -193,6 +200,9 @@ func Soak(ctx context.Context, opts SoakOptions) (SoakReport, error) {
 		}
 	}
 	rep.Elapsed, rep.Errors = time.Since(start), errs.Load()
+	if err := ctx.Err(); err != nil {
+		return rep, fmt.Errorf("soak interrupted: %w", err)
+	}
 	return rep, nil
 }
 

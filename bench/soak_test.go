@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -43,6 +44,26 @@ func TestSoak(t *testing.T) {
 		if rep.Errors != 0 || rep.Messages < 1000 || progress == 0 {
 			t.Fatalf("soak: %v (progress reports: %d)", rep, progress)
 		}
+	}
+}
+
+// A soak run whose context ends returns what it did and the context's
+// error, with no error counted for the interruption itself.
+func TestSoakInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	progress := make(chan struct{}, 1)
+	rep, err := Soak(ctx, SoakOptions{Duration: time.Minute, Progress: func(SoakReport) {
+		select {
+		case progress <- struct{}{}:
+			cancel() // after the first report: messages flow
+		default:
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if rep.Errors != 0 || rep.First != nil || rep.Messages == 0 {
+		t.Fatalf("interrupted soak: %v", rep)
 	}
 }
 

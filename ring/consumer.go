@@ -171,6 +171,14 @@ func (c *Consumer) Release() {
 	l.space.Ring()
 }
 
+// Untake moves the read cursor back to the release position: every record
+// taken since the last Release is read again, in order, by the next Peek.
+// It is for a consumer that took records to hand them on and could not.
+func (c *Consumer) Untake() {
+	c.pos = c.head
+	c.msgs, c.bytes = 0, 0
+}
+
 // Flush adds locally counted statistics to the lane's shared counters
 // (done every 256 messages, and before the consumer waits).
 func (c *Consumer) Flush() {

@@ -69,6 +69,28 @@ func Create(n int, mode os.FileMode) (*Set, error) {
 	return s, nil
 }
 
+// CreateKey is not used on this platform: sets are made with Create.
+func CreateKey(key int32, n int, mode os.FileMode) (*Set, error) {
+	return nil, fmt.Errorf("sem: keyed sets: %w", errors.ErrUnsupported)
+}
+
+// Info is what the kernel says about a set.
+type Info struct {
+	Key       int32
+	UID, CUID uint32
+	Len       int
+}
+
+// Stat is not supported on this platform.
+func Stat(id int) (Info, error) {
+	return Info{}, fmt.Errorf("sem: IPC_STAT: %w", errors.ErrUnsupported)
+}
+
+// Lookup is not supported on this platform.
+func Lookup(key int32) (*Set, Info, error) {
+	return nil, Info{}, fmt.Errorf("sem: keyed sets: %w", errors.ErrUnsupported)
+}
+
 // Attach opens the existing set id and checks that it has exactly n semaphores; otherwise it
 // returns an error wrapping ErrMismatch. A nonexistent id gives ErrRemoved.
 func Attach(id, n int) (*Set, error) {

@@ -64,6 +64,70 @@ func Create(n int, mode os.FileMode) (*Set, error) {
 	return &Set{id: int(r), n: n}, nil
 }
 
+// CreateKey makes a new set of n semaphores, all 0, under key (which must
+// not be 0, IPC_PRIVATE), so that it can be found again with Lookup by a
+// process that knows only the key. A set already holding key gives an
+// error wrapping os.ErrExist.
+func CreateKey(key int32, n int, mode os.FileMode) (*Set, error) {
+	if n <= 0 || key == ipcPrivate {
+		return nil, fmt.Errorf("semget: invalid key %#x or set size %d", key, n)
+	}
+	r, _, errno := unix.Syscall(unix.SYS_SEMGET, uintptr(uint32(key)), uintptr(n),
+		uintptr(ipcCreat|ipcExcl|int(mode.Perm())))
+	if errno == unix.EEXIST {
+		return nil, fmt.Errorf("semget key %#x: %w", key, os.ErrExist)
+	}
+	if errno != 0 {
+		return nil, fmt.Errorf("semget key %#x: %w", key, errno)
+	}
+	return &Set{id: int(r), n: n}, nil
+}
+
+// Info is what the kernel says about a set (IPC_STAT).
+type Info struct {
+	Key       int32
+	UID, CUID uint32 // owner and creator
+	Len       int    // semaphores in the set
+}
+
+// Lookup finds the set holding key. No set under key gives an error
+// wrapping os.ErrNotExist. The set it returns has the size the kernel
+// reports; what it is for, the caller checks.
+func Lookup(key int32) (*Set, Info, error) {
+	if key == ipcPrivate {
+		return nil, Info{}, fmt.Errorf("semget: key 0 (IPC_PRIVATE) names no set: %w", os.ErrNotExist)
+	}
+	r, _, errno := unix.Syscall(unix.SYS_SEMGET, uintptr(uint32(key)), 0, 0)
+	if errno == unix.ENOENT {
+		return nil, Info{}, fmt.Errorf("semget key %#x: %w", key, os.ErrNotExist)
+	}
+	if errno != 0 {
+		return nil, Info{}, fmt.Errorf("semget key %#x: %w", key, errno)
+	}
+	id := int(r)
+	info, err := Stat(id)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	if info.Len <= 0 || info.Len > 1<<16 {
+		return nil, Info{}, fmt.Errorf("sem: set %d has %d semaphores: %w", id, info.Len, ErrMismatch)
+	}
+	return &Set{id: id, n: info.Len}, info, nil
+}
+
+// Stat says what the kernel knows about the set id (IPC_STAT); a set that
+// does not exist gives an error wrapping ErrRemoved.
+func Stat(id int) (Info, error) {
+	if id < 0 {
+		return Info{}, fmt.Errorf("semctl IPC_STAT: invalid id %d: %w", id, ErrRemoved)
+	}
+	var ds semid64DS
+	if _, err := semctl(id, 0, ipcStat, uintptr(unsafe.Pointer(&ds))); err != nil {
+		return Info{}, wrap("semctl IPC_STAT", err)
+	}
+	return Info{Key: ds.perm.key, UID: ds.perm.uid, CUID: ds.perm.cuid, Len: int(ds.nsems)}, nil
+}
+
 // Attach opens the existing set id and checks (IPC_STAT) that it has exactly n semaphores;
 // otherwise it returns an error wrapping ErrMismatch. A nonexistent id gives ErrRemoved.
 func Attach(id, n int) (*Set, error) {

@@ -15,6 +15,22 @@ import (
 
 var errUnsupported = fmt.Errorf("sem: %w", errors.ErrUnsupported)
 
+// CreateKey is unsupported on this platform.
+func CreateKey(key int32, n int, mode os.FileMode) (*Set, error) { return nil, errUnsupported }
+
+// Info is what the kernel says about a set.
+type Info struct {
+	Key       int32
+	UID, CUID uint32
+	Len       int
+}
+
+// Stat is not supported on this platform.
+func Stat(id int) (Info, error) { return Info{}, errUnsupported }
+
+// Lookup is unsupported on this platform.
+func Lookup(key int32) (*Set, Info, error) { return nil, Info{}, errUnsupported }
+
 // Create is unsupported on this platform.
 func Create(n int, mode os.FileMode) (*Set, error) { return nil, errUnsupported }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 
@@ -21,13 +23,19 @@ func (a *app) createCmd() *cobra.Command {
 		mode        = uint32(shmbus.DefaultMode)
 		failFast    bool
 		asJSON      bool
+		force       bool
 	)
 	capFlag := newSizeValue(&capacity)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a bus",
-		Long: `Create the bus NAME. It prints nothing on success (with --json, the
-bus's configuration as stat --json shows it).
+		Long: `Create the bus NAME and print its size (with --json, the bus's
+configuration as stat --json shows it). Every page of the segment is
+reserved up front (priorities × capacity, plus a little), so a create
+larger than the directory's free space, or, on a tmpfs such as /dev/shm,
+than the memory available, is refused before anything is written (exit
+status 1) unless --force is given. An interrupted create (SIGINT, SIGTERM)
+stops, removes what it had made, and exits with status 130.
 
 Every lane (one per priority) is a ring of --capacity bytes; a message of up
 to one record (an eighth of a lane by default) travels in one piece, a larger
@@ -61,7 +69,27 @@ library refuses (a record limit above half the capacity) is a runtime error
 			if wake == "sem" {
 				opts.Wake = shmbus.WakeSem
 			}
-			bus, err := shmbus.Create(args[0], opts)
+			name := args[0]
+			var size int64
+			var err error
+			if force {
+				size, err = shmbus.SegmentSize(opts)
+			} else {
+				size, err = shmbus.CheckRoom(opts)
+			}
+			var room *shmbus.NoRoomError
+			if errors.As(err, &room) {
+				return fmt.Errorf("create bus %q: the segment would be %s (%d × %s lanes and headers), more than the %s of %s in %s; use --force to create it anyway",
+					name, humanSize(room.Size), priorities, formatSize(capacity), humanSize(room.Room), room.What, room.Dir)
+			}
+			if err != nil && !errors.Is(err, shmbus.ErrConfig) {
+				return fmt.Errorf("create bus %q: %w", name, err)
+			}
+			// A configuration error is Create's to report.
+			bus, err := shmbus.CreateContext(cmd.Context(), name, opts)
+			if errors.Is(err, context.Canceled) {
+				return fmt.Errorf("create bus %q: %w (nothing was left behind)", name, interruptedError{})
+			}
 			if err != nil {
 				return err
 			}
@@ -74,6 +102,9 @@ library refuses (a record limit above half the capacity) is a runtime error
 				if err := writeJSON(a.stdout, s); err != nil {
 					return err
 				}
+			} else {
+				fmt.Fprintf(a.stdout, "created bus %q: %d × %s lanes, %s segment (%s)\n",
+					name, priorities, formatSize(capacity), humanSize(uint64(size)), bus.Path())
 			}
 			return bus.Close()
 		},
@@ -91,6 +122,7 @@ library refuses (a record limit above half the capacity) is a runtime error
 		fmt.Sprintf("at most N peers (producers and the consumer) attached at once (1..%d)", layout.MaxPeerSlots))
 	f.BoolVar(&failFast, "fail-fast", false, "a full lane fails sends at once instead of making them wait")
 	f.BoolVar(&asJSON, "json", false, "print the new bus's configuration as JSON (as stat --json)")
+	f.BoolVar(&force, "force", false, "create even if the segment is larger than the free space (or, on tmpfs, the available memory)")
 	completeEnums(cmd)
 	return cmd
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -23,8 +24,12 @@ type lsFigures struct {
 	Priorities int    `json:"priorities"`
 	Messages   uint64 `json:"messages"`
 	Bytes      uint64 `json:"bytes"`
-	Peers      int    `json:"peers"`
-	Wake       string `json:"wake"`
+	// What else the count of the lanes found (see stat).
+	Unfinished  int    `json:"unfinished,omitempty"`
+	Unpublished uint64 `json:"unpublished,omitempty"`
+	Unreadable  bool   `json:"unreadable,omitempty"`
+	Peers       int    `json:"peers"`
+	Wake        string `json:"wake"`
 }
 
 func (a *app) lsCmd() *cobra.Command {
@@ -33,7 +38,10 @@ func (a *app) lsCmd() *cobra.Command {
 		Use:   "ls",
 		Short: "List the buses",
 		Long: `List the buses in the directory: size of the segment, priorities, messages
-waiting, ring bytes in use and live peers. A bus that cannot be opened
+waiting, ring bytes in use and live peers. Messages and bytes are counted in
+the lanes (as stat counts them); bytes that belong to no complete message
+(an unfinished large message, space a producer claimed and has not
+published) are named in the STATUS column. A bus that cannot be opened
 (corrupt, not a segment, permission denied, ...) is listed with its error;
 the exit status is still 0. With --json, ls prints one object per bus and
 line: {"name":...,"size":...} or, for a bus it cannot read,
@@ -64,8 +72,12 @@ line: {"name":...,"size":...} or, for a bus it cannot read,
 					fmt.Fprintf(w, "%s\t-\t-\t-\t-\t-\t-\t%s\n", e.Name, e.Error)
 					continue
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\tok\n", e.Name, humanSize(e.Size), e.Priorities,
-					e.Messages, e.Bytes, e.Peers, e.Wake)
+				status := "ok"
+				if t := (&busStat{Unfinished: e.Unfinished, Unpublished: e.Unpublished, Unreadable: e.Unreadable}).unusual(); t != "" {
+					status = strings.TrimPrefix(t, ", ")
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", e.Name, humanSize(e.Size), e.Priorities,
+					e.Messages, e.Bytes, e.Peers, e.Wake, status)
 			}
 			return w.Flush()
 		},
@@ -87,7 +99,8 @@ func (a *app) lsEntry(name string) lsEntry {
 		e.Error = err.Error()
 		return e
 	}
-	f := &lsFigures{Size: s.Size, Priorities: s.Priorities, Messages: s.Messages, Bytes: s.Bytes, Wake: s.Wake}
+	f := &lsFigures{Size: s.Size, Priorities: s.Priorities, Messages: s.Messages, Bytes: s.Bytes, Wake: s.Wake,
+		Unfinished: s.Unfinished, Unpublished: s.Unpublished, Unreadable: s.Unreadable}
 	for _, p := range s.Peers {
 		if p.Alive {
 			f.Peers++

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,12 +23,100 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/bench"
+	"github.com/shmbus/shmbus/internal/failpoint"
 )
+
+// shmbusMain is the command as the scripts run it. With
+// $SHMBUS_TEST_CREATE_STEP_DELAY set (a duration), creating a segment
+// sleeps that long before each chunk of it, so that a script can interrupt
+// a create in the middle.
+func shmbusMain() {
+	if d, err := time.ParseDuration(os.Getenv("SHMBUS_TEST_CREATE_STEP_DELAY")); err == nil {
+		failpoint.CreateStep.Set(func() { time.Sleep(d) })
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
 
 // programs are the commands the scripts run as processes.
 var programs = map[string]func(){
-	"shmbus":   func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+	"shmbus":   shmbusMain,
 	"exitcode": exitcodeMain,
+	"takedie":  takeDieMain,
+
+	"streamdie":  streamDieMain,
+	"streamhead": streamHeadMain,
+}
+
+// streamDieMain is the program "streamdie NAME FILE": it writes FILE as a
+// stream to the bus NAME, without ending the stream, and kills itself with
+// SIGKILL, as a writer killed in mid-stream dies.
+func streamDieMain() {
+	data, err := os.ReadFile(os.Args[2])
+	var bus *shmbus.Bus
+	if err == nil {
+		bus, err = shmbus.Open(os.Args[1], nil)
+	}
+	if err == nil {
+		var p *shmbus.Producer
+		if p, err = bus.NewProducer(); err == nil {
+			w := shmbus.NewStreamWriter(context.Background(), p, 0)
+			if _, err = w.Write(data); err == nil {
+				err = w.Flush()
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "streamdie:", err)
+		os.Exit(1)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// streamHeadMain is the program "streamhead NAME N": it reads the first N
+// bytes of the stream on the bus NAME to stdout and exits, as
+// 'shmbus recv --stream NAME | head -c N' does.
+func streamHeadMain() {
+	n, _ := strconv.Atoi(os.Args[2])
+	bus, err := shmbus.Open(os.Args[1], nil)
+	if err == nil {
+		var c *shmbus.Consumer
+		if c, err = bus.NewConsumer(); err == nil {
+			_, err = io.CopyN(os.Stdout, shmbus.NewStreamReader(context.Background(), c), int64(n))
+		}
+		bus.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "streamhead:", err)
+		os.Exit(1)
+	}
+}
+
+// takeDieMain is the program "takedie NAME COUNT": it receives COUNT
+// messages from the bus NAME as a consumer (too few for the consumer to add
+// them to the shared counters) and kills itself with SIGKILL, as a consumer
+// killed in mid-flight dies.
+func takeDieMain() {
+	n, err := strconv.Atoi(os.Args[2])
+	if err != nil {
+		os.Exit(2)
+	}
+	bus, err := shmbus.Open(os.Args[1], nil)
+	if err == nil {
+		var c *shmbus.Consumer
+		if c, err = bus.NewConsumer(); err == nil {
+			buf := make([]byte, bus.MaxMessage())
+			for i := 0; i < n && err == nil; i++ {
+				_, _, err = c.TryReceive(buf)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "takedie:", err)
+		os.Exit(1)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
 }
 
 func TestMain(m *testing.M) {
@@ -114,6 +203,7 @@ func TestScripts(t *testing.T) {
 			"trimnl":    cmdTrimNL,
 			"tmpfs":     cmdTmpfs,
 			"waitlane":  cmdWaitLane,
+			"waitfile":  cmdWaitFile,
 		},
 	})
 }
@@ -121,7 +211,8 @@ func TestScripts(t *testing.T) {
 // exitcodeMain is the program "exitcode WANT PROGRAM ARGS...": it runs
 // PROGRAM with its own stdin and stdout, forwards SIGINT and SIGTERM to it,
 // and succeeds if PROGRAM exits with status WANT and, when WANT is not 0,
-// wrote exactly one line on stderr, starting "shmbus: ".
+// wrote exactly one line on stderr, starting "shmbus: ". A WANT written
+// "+130" lets progress lines come before that last line.
 func exitcodeMain() {
 	fail := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "exitcode: "+format+"\n", args...)
@@ -130,7 +221,8 @@ func exitcodeMain() {
 	if len(os.Args) < 3 {
 		fail("usage: exitcode WANT PROGRAM [ARGS...]")
 	}
-	want, err := strconv.Atoi(os.Args[1])
+	progress := strings.HasPrefix(os.Args[1], "+")
+	want, err := strconv.Atoi(strings.TrimPrefix(os.Args[1], "+"))
 	if err != nil {
 		fail("bad exit status %q", os.Args[1])
 	}
@@ -159,6 +251,9 @@ func exitcodeMain() {
 	}
 	if want != 0 {
 		s := stderr.String()
+		if i := strings.LastIndex(strings.TrimSuffix(s, "\n"), "\n"); progress && i >= 0 {
+			s = s[i+1:]
+		}
 		if !strings.HasPrefix(s, "shmbus: ") || !strings.HasSuffix(s, "\n") || strings.Count(s, "\n") != 1 {
 			fail("stderr is not one line starting \"shmbus: \": %q", s)
 		}
@@ -261,7 +356,7 @@ func cmdTmpfs(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: tmpfs DIR SIZE")
 	}
 	dir := ts.MkAbs(args[0])
-	ts.Check(os.Mkdir(dir, 0o755))
+	ts.Check(os.MkdirAll(dir, 0o755))
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+args[1], "tmpfs", dir).CombinedOutput(); err != nil {
 		ts.Fatalf("mount a tmpfs on %s: %v: %s", dir, err, out)
 	}
@@ -386,4 +481,24 @@ func cmdTrimNL(ts *testscript.TestScript, neg bool, args []string) {
 	b, err := os.ReadFile(name)
 	ts.Check(err)
 	ts.Check(os.WriteFile(name, bytes.TrimSuffix(b, []byte("\n")), 0o644))
+}
+
+// cmdWaitFile is "waitfile GLOB": wait until a file matches GLOB (10 s at
+// most); "! waitfile GLOB" waits until none does.
+func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitfile GLOB")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := filepath.Glob(ts.MkAbs(args[0]))
+		ts.Check(err)
+		if (len(m) > 0) != neg {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitfile %s: still %d match(es) after 10s", args[0], len(m))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,9 +38,16 @@ Formats:
 --timeout is the time allowed for all N messages: if fewer arrive, the
 ones that did are written and the exit status is 3. With -n 0, recv
 receives until the timeout passes, then exits with status 0 (or, without a
-timeout, until it is interrupted: exit status 130). A message is taken off
-the bus only when it is handed to recv, and recv writes every message it
-took before it exits, interrupted or not.
+timeout, until it is interrupted: exit status 130). A message leaves the bus
+only after its bytes have been written to stdout (the write system call
+returned), so a recv that is killed (SIGKILL, the OOM killer, a crash) loses
+nothing: what it had not written stays on the bus for the next consumer.
+The price is at-least-once delivery: a recv killed between writing messages
+and releasing them leaves that last batch (at most 256 messages or 64 KiB,
+written with one writev) to be received again. recv writes straight from the bus's
+memory, without copying; a message cut short by a failed write stays on the
+bus too. A stdout closed by its reader (a broken pipe) ends recv with exit
+status 141.
 
 A large message the consumer has no room to reassemble (its file system is
 full) is dropped: recv says so on stderr, "shmbus: warning: ...", naming
@@ -48,7 +55,12 @@ its priority, size and producer, and goes on with the other messages; it
 exits with status 1 once done, as for any error.
 
 With --stream, recv writes the byte stream sent by 'shmbus send --stream'
-to stdout, exactly, and exits 0 at its end.`,
+to stdout, exactly, and exits 0 at its end. A stream ends like a pipe: if
+its writer, after sending its first bytes, dies or detaches without ending
+the stream, recv writes out what arrived and exits 1 saying the writer is
+gone (it notices within a fraction of a second); before any bytes arrive,
+recv waits for a writer. If the writer gave up (interrupted, timed out), recv
+exits 1 saying the stream was aborted.`,
 		Example: `  shmbus recv orders                  # one message
   shmbus recv orders -n 0 --timeout 5s # everything for five seconds
   shmbus recv orders -n 10 --format json
@@ -72,9 +84,6 @@ to stdout, exactly, and exits 0 at its end.`,
 	completeEnums(cmd)
 	return cmd
 }
-
-// maxRecvBuffer caps the receive buffer allocated up front.
-const maxRecvBuffer = 256 << 20
 
 type receiver struct {
 	a       *app
@@ -111,60 +120,35 @@ func (r *receiver) run(ctx context.Context, stream bool) error {
 		return r.stream(ctx, c)
 	}
 
-	w := bufio.NewWriterSize(r.a.stdout, 64<<10)
-	enc := json.NewEncoder(w)
-	// One buffer for every message: the bus's largest, unless the bus
-	// allows absurd sizes; then a larger message grows it (once) to its size.
-	buf := make([]byte, min(bus.MaxMessage(), maxRecvBuffer))
+	out := &recvOutput{format: r.format, w: newVecWriter(r.a.stdout)}
 	got, dropped := 0, 0
 	err = func() error {
 		for r.count == 0 || got < r.count {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			n, prio, err := c.TryReceive(buf)
-			if errors.Is(err, shmbus.ErrEmpty) {
-				// Nothing waiting: show what we have before sleeping.
-				if err := w.Flush(); err != nil {
-					return err
-				}
-				n, prio, err = c.Receive(ctx, buf)
-			}
+			// Messages leave the bus only once their bytes are written
+			// out (write(2) returned): a recv killed in between leaves
+			// them for the next consumer.
+			n, err := c.Deliver(max(r.count-got, 0), out.write)
+			got += n
 			if errors.Is(err, shmbus.ErrDropped) {
 				// Skipped already; the others are still to come.
 				dropped++
 				fmt.Fprintln(r.a.stderr, "shmbus: warning: "+strings.Join(strings.Fields(err.Error()), " "))
 				continue
 			}
-			var sb *shmbus.ShortBufferError
-			if errors.As(err, &sb) {
-				buf = make([]byte, sb.Need) // the message stays; take it next time
-				continue
-			}
 			if err != nil {
 				return err
 			}
-			got++
-			msg := buf[:n]
-			switch r.format {
-			case "json":
-				err = enc.Encode(jsonMessage{Priority: prio, Size: n, Data: msg})
-			case "raw":
-				_, err = w.Write(msg)
-			default:
-				if _, err = w.Write(msg); err == nil {
-					err = w.WriteByte('\n')
+			if n == 0 {
+				if err := c.Wait(ctx); err != nil {
+					return err
 				}
-			}
-			if err != nil {
-				return fmt.Errorf("write stdout: %w", err)
 			}
 		}
 		return nil
 	}()
-	if ferr := w.Flush(); err == nil && ferr != nil {
-		err = fmt.Errorf("write stdout: %w", ferr)
-	}
 	switch {
 	case dropped > 0 && (err == nil || r.count == 0 && errors.Is(err, context.DeadlineExceeded)):
 		return fmt.Errorf("recv from bus %q: %w: %d message(s) could not be held (received %d)", r.name, shmbus.ErrDropped, dropped, got)
@@ -182,9 +166,57 @@ func (r *receiver) run(ctx context.Context, stream bool) error {
 	return fmt.Errorf("%s: %w (after %d message(s))", onBus("recv", "from", r.name, err), err, got)
 }
 
+// recvOutput writes batches of messages handed over by Consumer.Deliver in
+// one format.
+type recvOutput struct {
+	format string
+	w      *vecWriter
+	iov    [][]byte
+	ends   []int64 // ends[i]: output bytes up to the end of message i
+	json   bytes.Buffer
+}
+
+var newline = []byte{'\n'}
+
+// write writes msgs and returns how many of them were written whole.
+func (o *recvOutput) write(msgs [][]byte, prio int) (int, error) {
+	o.iov, o.ends = o.iov[:0], o.ends[:0]
+	var end int64
+	switch o.format {
+	case "json":
+		o.json.Reset()
+		enc := json.NewEncoder(&o.json)
+		for _, m := range msgs {
+			enc.Encode(jsonMessage{Priority: prio, Size: len(m), Data: m}) // cannot fail
+			o.ends = append(o.ends, int64(o.json.Len()))
+		}
+		o.iov = append(o.iov, o.json.Bytes())
+	case "raw":
+		for _, m := range msgs {
+			end += int64(len(m))
+			o.iov, o.ends = append(o.iov, m), append(o.ends, end)
+		}
+	default:
+		for _, m := range msgs {
+			end += int64(len(m)) + 1
+			o.iov, o.ends = append(o.iov, m, newline), append(o.ends, end)
+		}
+	}
+	n, err := o.w.write(o.iov)
+	clear(o.iov)
+	k := 0
+	for k < len(o.ends) && o.ends[k] <= n {
+		k++
+	}
+	if err != nil {
+		return k, fmt.Errorf("write stdout: %w", err)
+	}
+	return k, nil
+}
+
 // stream writes the byte stream on the bus to stdout.
 func (r *receiver) stream(ctx context.Context, c *shmbus.Consumer) error {
-	n, err := io.Copy(r.a.stdout, shmbus.NewStreamReader(ctx, c))
+	n, err := io.Copy(newVecWriter(r.a.stdout), shmbus.NewStreamReader(ctx, c))
 	if err != nil {
 		err = streamError(ctx, err, r.timeout)
 		return fmt.Errorf("%s: %w (after %d bytes)", onBus("recv stream", "from", r.name, err), err, n)

@@ -18,9 +18,14 @@ func (a *app) rmCmd() *cobra.Command {
 mode) and any reassembly files. Processes still attached keep working on
 their mapping until they detach.
 
-rm refuses a bus that still holds undelivered messages, and one it cannot
+rm refuses a bus whose lanes still hold anything (messages, parts of
+messages, or space a producer claimed), judged by the lanes' positions, and
+one it cannot
 open (corrupt, not a segment), unless --force is given. --force also
-ignores buses that do not exist. rm goes on with the other names after a
+ignores buses that do not exist. The semaphore set of a sem-mode bus is
+found even when the segment is truncated or its header damaged (by a key
+derived from the file); a set rm finds but cannot prove to be the bus's is
+left, and rm exits 1 naming it and the 'ipcrm -s ID' that removes it. rm goes on with the other names after a
 failure and reports the failures in one line.`,
 		Aliases:           []string{"remove"},
 		ValidArgsFunction: a.completeBuses,
@@ -58,14 +63,11 @@ func (a *app) rm(name string, force bool) error {
 		if err != nil {
 			return fmt.Errorf("%w (use --force to remove it anyway)", err)
 		}
-		if s.Bytes > 0 || s.Messages > 0 {
-			var bytesIn, bytesOut uint64
-			for _, l := range s.Lanes {
-				bytesIn += l.BytesIn
-				bytesOut += l.BytesOut
-			}
-			return fmt.Errorf("bus %q has %d undelivered message(s) (%d bytes, %d ring bytes); use --force to remove it anyway",
-				name, s.Messages, sub(bytesIn, bytesOut), s.Bytes)
+		// Judged by the lanes' positions, never by counters that can
+		// drift: a lane whose head is at its tail holds nothing.
+		if s.Bytes > 0 {
+			return fmt.Errorf("bus %q has %d undelivered message(s) (%d ring bytes%s); use --force to remove it anyway",
+				name, s.Messages, s.Bytes, s.unusual())
 		}
 	}
 	err := shmbus.Remove(a.dir, name)

@@ -25,6 +25,7 @@ const (
 	exitUsage     = 2   // unknown command or flag, bad flag value, wrong arguments, invalid bus name
 	exitTimeout   = 3   // --timeout passed before the command could finish
 	exitInterrupt = 130 // SIGINT or SIGTERM
+	exitPipe      = 141 // broken pipe: stdout's reader, or a stream's reader, went away (128+SIGPIPE)
 )
 
 // errUsage marks the errors of a command line that makes no sense; wrap it
@@ -91,6 +92,8 @@ func exitStatus(err error, started bool) int {
 		return exitOK
 	case !started, errors.Is(err, errUsage), errors.Is(err, shmbus.ErrBadName):
 		return exitUsage
+	case isBrokenPipe(err), errors.Is(err, shmbus.ErrReaderGone):
+		return exitPipe
 	case errors.Is(err, context.Canceled):
 		return exitInterrupt
 	case errors.Is(err, context.DeadlineExceeded):
@@ -195,7 +198,10 @@ Errors are one line on stderr, "shmbus: ...". Exit status:
        number of arguments, invalid bus name
   3    timeout: --timeout passed before the messages arrived or were sent
   130  interrupted by SIGINT or SIGTERM (nothing is lost: a message is only
-       taken off the bus once it has been written out)`
+       taken off the bus once it has been written out)
+  141  broken pipe: recv's stdout was closed by its reader, or the reader
+       of a 'send --stream' went away (as a shell reports a process killed
+       by SIGPIPE)`
 
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{

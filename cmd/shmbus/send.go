@@ -32,7 +32,11 @@ newline counts too), or, with --raw, all of stdin as one message.
 
 With --stream, stdin is carried as a byte stream (any size, any content) for
 'shmbus recv --stream' to write out byte for byte; the end of stdin is sent
-as an end marker.
+as an end marker. A stream ends like a pipe: once a reader (the bus's
+consumer) has been seen, a reader that goes away before the end (exits,
+dies, or gives the consumer role back) fails the send with a broken-pipe
+error, exit status 141, within a fraction of a second. Before any reader
+comes, send waits for one once the bus is full.
 
 A send waits for room while the lane is full (a fail-fast bus refuses it
 instead, exit status 1). --timeout limits that wait: for each message, or
@@ -235,8 +239,11 @@ func (s *sender) stream(ctx context.Context, in io.Reader) error {
 	}
 	if err != nil {
 		// Tell the receiver the stream will not be finished, so that it
-		// does not wait for ever (best effort: the bus may be full).
-		w.Abort(time.Second)
+		// does not wait for ever (best effort: the bus may be full); one
+		// that went away needs no telling.
+		if !errors.Is(err, shmbus.ErrReaderGone) {
+			w.Abort(time.Second)
+		}
 		err = streamError(ctx, err, s.timeout)
 		return fmt.Errorf("%s: %w (after %d bytes of stdin)", onBus("send stream", "to", s.name, err), err, n)
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,7 +25,9 @@ func (a *app) soakCmd() *cobra.Command {
 random sizes, some larger than a record, at random priorities, and one
 consumer that checks every message for damage, duplication, order and loss.
 It prints the counts once a second and a summary at the end, and exits with
-status 1 if anything was wrong. The bus is removed at the end.`,
+status 1 if anything was wrong. Interrupted (SIGINT, SIGTERM), it stops the
+producers, prints the summary so far and exits with status 130 (1 if it had
+found errors by then). The bus is removed at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Wake = shmbus.WakeFutex
@@ -36,6 +40,13 @@ status 1 if anything was wrong. The bus is removed at the end.`,
 			opts.Dir = a.dir
 			opts.Progress = func(r bench.SoakReport) { fmt.Fprintf(a.stderr, "soak: %v\n", r) }
 			rep, err := bench.Soak(cmd.Context(), opts)
+			if errors.Is(err, context.Canceled) {
+				fmt.Fprintf(a.stdout, "soak: %v\n", rep)
+				if rep.Errors != 0 {
+					return fmt.Errorf("soak: interrupted after %d errors", rep.Errors)
+				}
+				return fmt.Errorf("soak: %w after %d messages", interruptedError{}, rep.Messages)
+			}
 			if err != nil {
 				return fmt.Errorf("soak: %w", err)
 			}

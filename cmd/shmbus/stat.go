@@ -30,9 +30,13 @@ func (a *app) statCmd() *cobra.Command {
 wait in each priority, its counters and the processes attached to it.
 stat attaches without taking a peer slot or a role.
 
-Producers and the consumer add their counts to the bus every 256 messages
-and whenever they go idle, so while traffic flows the counters may trail by
-a few hundred messages; the ring bytes in use are always exact.
+The messages waiting (MSGS) are counted in the lanes, by walking the records
+between the consumer's release position and the producers' claim position,
+and the ring bytes in use come from those positions: both are exact on a
+quiet bus. The IN and OUT counters are added to the bus by producers and the
+consumer every 256 messages and whenever they go idle, so they may trail by
+a few hundred messages while traffic flows, and a peer killed in mid-flight
+never adds its last batch: their difference is not what waits.
 
 A sem-mode bus shows the id of its System V semaphore set, as ipcs(1)
 lists it.
@@ -108,6 +112,10 @@ type busStat struct {
 	CreatorPID       uint32     `json:"creator_pid"`
 	Messages         uint64     `json:"messages"`
 	Bytes            uint64     `json:"bytes"`
+	Unfinished       int        `json:"unfinished,omitempty"`
+	Unpublished      uint64     `json:"unpublished,omitempty"`
+	Unreadable       bool       `json:"unreadable,omitempty"`
+	CountersTrail    bool       `json:"counters_trail"`
 	Lanes            []laneStat `json:"lanes"`
 	ConsumerSleeps   uint64     `json:"consumer_sleeps"`
 	ConsumerWakes    uint64     `json:"consumer_wakes"`
@@ -117,8 +125,11 @@ type busStat struct {
 
 type laneStat struct {
 	Priority       int    `json:"priority"`
-	Messages       uint64 `json:"messages"` // msgs_in - msgs_out
-	Bytes          uint64 `json:"bytes"`    // ring bytes in use (tail - head)
+	Messages       uint64 `json:"messages"`              // counted in the lane, head to tail
+	Bytes          uint64 `json:"bytes"`                 // ring bytes in use (tail - head)
+	Unfinished     int    `json:"unfinished,omitempty"`  // messages with fragments in the lane but no last one
+	Unpublished    uint64 `json:"unpublished,omitempty"` // ring bytes claimed and not published
+	Unreadable     bool   `json:"unreadable,omitempty"`  // the count stopped at a record it could not read
 	MsgsIn         uint64 `json:"msgs_in"`
 	BytesIn        uint64 `json:"bytes_in"`
 	MsgsOut        uint64 `json:"msgs_out"`
@@ -138,16 +149,12 @@ type peerStat struct {
 	Joined time.Time `json:"joined"`
 }
 
-// sub is a-b, or 0 when counters that trail make it negative.
-func sub(a, b uint64) uint64 {
-	if a < b {
-		return 0
-	}
-	return a - b
-}
-
 func statBus(bus *shmbus.Bus) (*busStat, error) {
 	st, err := bus.Stats()
+	if err != nil {
+		return nil, err
+	}
+	depth, err := bus.Waiting()
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +176,7 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 		ConsumerSleeps:   st.ConsumerSleeps,
 		ConsumerWakes:    st.ConsumerWakes,
 		Dropped:          st.Dropped,
-		Bytes:            st.Depth(),
+		CountersTrail:    true,
 		Lanes:            []laneStat{},
 		Peers:            []peerStat{},
 	}
@@ -190,8 +197,11 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 	for i, l := range st.Lanes {
 		ls := laneStat{
 			Priority:       i,
-			Messages:       sub(l.MsgsIn, l.MsgsOut),
-			Bytes:          l.Used(),
+			Messages:       depth[i].Messages,
+			Bytes:          depth[i].Bytes,
+			Unfinished:     depth[i].Unfinished,
+			Unpublished:    depth[i].Unpublished,
+			Unreadable:     depth[i].Unreadable,
 			MsgsIn:         l.MsgsIn,
 			BytesIn:        l.BytesIn,
 			MsgsOut:        l.MsgsOut,
@@ -203,6 +213,10 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 			ConsumerRings:  l.DataWakes,
 		}
 		s.Messages += ls.Messages
+		s.Bytes += ls.Bytes
+		s.Unfinished += ls.Unfinished
+		s.Unpublished += ls.Unpublished
+		s.Unreadable = s.Unreadable || ls.Unreadable
 		s.Lanes = append(s.Lanes, ls)
 	}
 	for _, p := range st.Peers {
@@ -323,6 +337,26 @@ func compactFloat(v float64) string {
 	return s + strings.TrimSpace(units[i:i+1])
 }
 
+// waiting says what waits on the bus, as counted in its lanes.
+func (s *busStat) waiting() string {
+	return fmt.Sprintf("%d messages, %d ring bytes%s", s.Messages, s.Bytes, s.unusual())
+}
+
+// unusual lists what else the count of the lanes found, if anything.
+func (s *busStat) unusual() string {
+	t := ""
+	if s.Unfinished > 0 {
+		t += fmt.Sprintf(", %d unfinished message(s)", s.Unfinished)
+	}
+	if s.Unpublished > 0 {
+		t += fmt.Sprintf(", %d bytes claimed, not yet published", s.Unpublished)
+	}
+	if s.Unreadable {
+		t += " (the count stopped at a record that changed or is damaged)"
+	}
+	return t
+}
+
 func yesNo(b bool) string {
 	if b {
 		return "yes"
@@ -349,7 +383,7 @@ func (s *busStat) writeText(out io.Writer) {
 		fmt.Fprintf(w, "semaphore set:\tid %d (ipcs -s -i %d)\n", *s.SemID, *s.SemID)
 	}
 	fmt.Fprintf(w, "peer slots:\t%d\n", s.PeerSlots)
-	fmt.Fprintf(w, "waiting:\t%d messages, %d ring bytes\n", s.Messages, s.Bytes)
+	fmt.Fprintf(w, "waiting:\t%s\n", s.waiting())
 	fmt.Fprintf(w, "consumer sleeps/wakes:\t%d/%d\n", s.ConsumerSleeps, s.ConsumerWakes)
 	fmt.Fprintf(w, "dropped:\t%d messages the consumer had no room to reassemble\n", s.Dropped)
 	w.Flush()
@@ -364,7 +398,8 @@ func (s *busStat) writeText(out io.Writer) {
 			compactCount(l.Recovered), compactCount(l.ProducerSleeps), compactCount(l.ProducerWakes))
 	}
 	w.Flush()
-
+	fmt.Fprintln(out, "MSGS and RING BYTES are counted in the lanes; the IN and OUT counters are")
+	fmt.Fprintln(out, "added in batches and may trail (a killed peer's last batch is never added).")
 	fmt.Fprintln(out)
 	if len(s.Peers) == 0 {
 		fmt.Fprintln(out, "no peers attached")
@@ -376,4 +411,12 @@ func (s *busStat) writeText(out io.Writer) {
 		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\n", p.Slot, p.PID, p.Role, yesNo(p.Alive), p.Joined.Format(time.RFC3339))
 	}
 	w.Flush()
+}
+
+// sub is a-b, or 0 when counters that trail make it negative.
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
 }

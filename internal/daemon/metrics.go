@@ -166,7 +166,7 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(descRecov, l.Recovered, e.name, p)
 			counter(descPSleep, l.SpaceSleeps, e.name, p)
 			counter(descPWake, l.SpaceWakes, e.name, p)
-			gauge(descWait, float64(waiting[i]), e.name, p)
+			gauge(descWait, float64(waiting[i].Messages), e.name, p)
 		}
 		counter(descCSleep, st.ConsumerSleeps, e.name)
 		counter(descCWake, st.ConsumerWakes, e.name)

@@ -39,11 +39,15 @@ var (
 	// BeforeCommit fires after a producer has written its records and
 	// before it publishes the first one.
 	BeforeCommit = &Point{name: "before-commit"}
+	// CreateStep fires while a segment is being created, before each
+	// chunk of it is reserved or prefaulted (where the creator looks
+	// whether it should give up).
+	CreateStep = &Point{name: "create-step"}
 )
 
 // Lookup finds a point by name.
 func Lookup(name string) *Point {
-	for _, p := range []*Point{AfterClaim, BeforeCommit} {
+	for _, p := range []*Point{AfterClaim, BeforeCommit, CreateStep} {
 		if p.name == name {
 			return p
 		}

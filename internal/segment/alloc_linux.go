@@ -14,14 +14,26 @@ const madvPopulateWrite = 23
 
 // allocate gives f exactly size bytes with every block reserved, so running
 // out of room fails here instead of as SIGBUS on first touch. File systems
-// without fallocate get a plain ftruncate.
-func allocate(f *os.File, size int64) error {
+// without fallocate get a plain ftruncate. It reserves createChunk bytes at
+// a time and calls step (if not nil) after each: an error from step stops it.
+func allocate(f *os.File, size int64, step func() error) error {
 	fd := int(f.Fd())
 	var err error
-	for {
-		err = unix.Fallocate(fd, 0, 0, size)
-		if err != unix.EINTR {
-			break
+	for off := int64(0); off < size && err == nil; {
+		n := min(createChunk, size-off)
+		for {
+			err = unix.Fallocate(fd, 0, off, n)
+			if err != unix.EINTR {
+				break
+			}
+		}
+		if err == nil {
+			off += n
+			if step != nil && off < size {
+				if err := step(); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	switch {

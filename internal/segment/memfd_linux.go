@@ -48,7 +48,7 @@ func createMemfd(name string, size int64, seal bool) (_ *Mapping, err error) {
 			_ = f.Close()
 		}
 	}()
-	if err := allocate(f, size); err != nil {
+	if err := allocate(f, size, nil); err != nil {
 		return nil, err
 	}
 	if seal {

@@ -26,6 +26,7 @@
 package segment
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -42,6 +43,7 @@ import (
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/shmbus/shmbus/internal/failpoint"
 	"github.com/shmbus/shmbus/layout"
 )
 
@@ -231,14 +233,27 @@ func Guard(f func() error) (err error) {
 // wrapping ErrExist; a file system without room for size bytes, one wrapping
 // ErrNoSpace. On any failure no file is left behind.
 func Create(path string, size int64, mode os.FileMode) (*Mapping, error) {
-	m, err := create(path, size, mode)
+	return CreateContext(context.Background(), path, size, mode)
+}
+
+// CreateContext is Create that gives up when ctx is done while it reserves
+// and prefaults the pages (it looks every createChunk bytes): the error
+// then wraps ctx.Err(), and, as on any failure, no file is left behind.
+// A segment of many gigabytes takes seconds to reserve; this is how an
+// interrupted create stops.
+func CreateContext(ctx context.Context, path string, size int64, mode os.FileMode) (*Mapping, error) {
+	m, err := create(ctx, path, size, mode)
 	if err != nil {
 		return nil, fmt.Errorf("create segment %q: %w", path, err)
 	}
 	return m, nil
 }
 
-func create(path string, size int64, mode os.FileMode) (_ *Mapping, err error) {
+// createChunk is how much of a new segment is reserved, or prefaulted,
+// between two looks at the context (a multiple of every page size).
+const createChunk = 16 << 20
+
+func create(ctx context.Context, path string, size int64, mode os.FileMode) (_ *Mapping, err error) {
 	if mode == 0 {
 		mode = 0o600
 	}
@@ -272,7 +287,17 @@ func create(path string, size int64, mode os.FileMode) (_ *Mapping, err error) {
 	if err := f.Chmod(mode); err != nil {
 		return nil, err
 	}
-	if err := allocate(f, size); err != nil {
+	step := func() error {
+		failpoint.CreateStep.Fire()
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("creation given up: %w", err)
+		}
+		return nil
+	}
+	if err := step(); err != nil {
+		return nil, err
+	}
+	if err := allocate(f, size, step); err != nil {
 		return nil, err
 	}
 	mm, err = mmap.MapRegion(f, int(size), mmap.RDWR, 0, 0)
@@ -280,8 +305,13 @@ func create(path string, size int64, mode os.FileMode) (_ *Mapping, err error) {
 		mm = nil
 		return nil, fmt.Errorf("mmap %d bytes: %w", size, err)
 	}
-	if err := prefault(mm, true); err != nil {
-		return nil, err
+	for off := 0; off < len(mm); off += createChunk {
+		if err := step(); err != nil {
+			return nil, err
+		}
+		if err := prefault(mm[off:min(off+createChunk, len(mm))], true); err != nil {
+			return nil, err
+		}
 	}
 	return &Mapping{mm: mm, file: f, path: path}, nil
 }
