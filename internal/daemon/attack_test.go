@@ -229,8 +229,10 @@ func TestMemoryAttack(t *testing.T) {
 	waitFor(t, "the attack's buffers to be given back", func() bool {
 		return metric(t, metricsURL, "shmbus_daemon_buffered_bytes") <= smallMessage+5
 	})
-	// It is larger than the lane: it is received while it is sent.
-	big := bytes.Repeat([]byte("large legitimate message "), (16<<20)/25)
+	// It is larger than the lane: it is received while it is sent, so the
+	// SEND's and the RECV's buffers are held at once, both by this user:
+	// together they must fit into one user's share of the budget (half).
+	big := bytes.Repeat([]byte("large legitimate message "), (12<<20)/25)
 	good.Release("good")
 	reader, err := Dial(sock, "reader")
 	if err != nil {
