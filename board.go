@@ -489,8 +489,8 @@ func (w *BoardWatcher) Next(ctx context.Context) ([]BoardEntry, error) {
 		return e
 	})
 	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
-		return nil, ctx.Err()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, context.DeadlineExceeded // the only deadline is ctx's
 	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
 	case err != nil:
