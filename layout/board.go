@@ -82,8 +82,7 @@ const (
 	BoardOffBellWaiters = 0x104 // u32: sleepers and rung bit
 
 	// Statistics.
-	BoardOffPuts       = 0x180 // u64: values and tombstones written
-	BoardOffConflicts  = 0x188 // u64: CompareAndPut calls refused
+	BoardOffConflicts  = 0x188 // u64: CompareAndPut calls refused (0x180 is reserved)
 	BoardOffRecoveries = 0x190 // u64: cell locks taken over from dead writers
 	BoardOffSleeps     = 0x198 // u64: watcher sleeps
 	BoardOffWakes      = 0x1A0 // u64: rings that found watchers asleep

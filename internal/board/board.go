@@ -76,6 +76,7 @@
 package board
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -120,7 +121,6 @@ type Board struct {
 
 	rev        *atomic.Uint64
 	bell       *ring.Doorbell
-	puts       *atomic.Uint64
 	conflicts  *atomic.Uint64
 	recoveries *atomic.Uint64
 
@@ -140,7 +140,6 @@ func New(seg []byte, g layout.BoardGeometry, sleeper ring.Sleeper, self proc.Ide
 		tag:        proc.Tag(self),
 		rev:        layout.Word64(seg, layout.BoardOffRevision),
 		bell:       ring.NewDoorbell(seg, layout.BoardOffBellSeq, sleeper, layout.Word64(seg, layout.BoardOffSleeps), layout.Word64(seg, layout.BoardOffWakes)),
-		puts:       layout.Word64(seg, layout.BoardOffPuts),
 		conflicts:  layout.Word64(seg, layout.BoardOffConflicts),
 		recoveries: layout.Word64(seg, layout.BoardOffRecoveries),
 		keys:       make([]string, g.Cells),
@@ -159,7 +158,7 @@ func (b *Board) Revision() uint64 { return b.rev.Load() }
 // Stats are the board's counters.
 type Stats struct {
 	Revision   uint64 // the latest revision taken
-	Puts       uint64 // values and tombstones written
+	Puts       uint64 // values and tombstones written (revisions taken)
 	Conflicts  uint64 // CompareAndPut calls refused
 	Recoveries uint64 // locks taken over from dead writers
 	Sleeps     uint64 // watcher sleeps
@@ -172,7 +171,7 @@ type Stats struct {
 func (b *Board) Stats() Stats {
 	s := Stats{
 		Revision:   b.rev.Load(),
-		Puts:       b.puts.Load(),
+		Puts:       b.rev.Load(),
 		Conflicts:  b.conflicts.Load(),
 		Recoveries: b.recoveries.Load(),
 		Sleeps:     layout.Word64(b.seg, layout.BoardOffSleeps).Load(),
@@ -197,36 +196,64 @@ type cell struct {
 	current *atomic.Uint64
 }
 
+// cell and copyOf use the unchecked-alignment views: every offset comes
+// from the validated geometry (cells and copies are multiples of 64 bytes
+// from the page-aligned mapping), and Go's bounds checks still apply.
 func (b *Board) cell(i int) cell {
 	off := b.g.CellOff(i)
 	return cell{
 		i:       i,
-		state:   layout.Word32(b.seg, off+layout.CellState),
-		keyLen:  layout.Word32(b.seg, off+layout.CellKeyLen),
-		hash:    layout.Word64(b.seg, off+layout.CellHash),
-		lock:    layout.Word64(b.seg, off+layout.CellLock),
-		current: layout.Word64(b.seg, off+layout.CellCurrent),
+		state:   layout.Word32At(b.seg, off+layout.CellState),
+		keyLen:  layout.Word32At(b.seg, off+layout.CellKeyLen),
+		hash:    layout.Word64At(b.seg, off+layout.CellHash),
+		lock:    layout.Word64At(b.seg, off+layout.CellLock),
+		current: layout.Word64At(b.seg, off+layout.CellCurrent),
 	}
 }
 
-// copyWords is one copy's header words and its value bytes.
+// copyWords is one copy: its sequence word, then its header (revision,
+// length, flags) and value, which move as plain bytes between the
+// sequence word's stores and loads (copyIn, copyOut).
 type copyWords struct {
-	seq   *atomic.Uint64
-	rev   *atomic.Uint64
-	len   *atomic.Uint32
-	flags *atomic.Uint32
-	data  []byte // MaxValue bytes
+	seq  *atomic.Uint64
+	hdr  []byte // CopyData-CopyRev bytes
+	data []byte // MaxValue bytes
+}
+
+// copyHeader is a copy's header, decoded.
+type copyHeader struct {
+	rev   uint64
+	len   uint32
+	flags uint32
+}
+
+const copyHeaderLen = layout.CopyData - layout.CopyRev
+
+func (cp copyWords) header() copyHeader {
+	var h [copyHeaderLen]byte
+	copyOut(h[:], cp.hdr)
+	return copyHeader{
+		rev:   binary.LittleEndian.Uint64(h[layout.CopyRev-layout.CopyRev:]),
+		len:   binary.LittleEndian.Uint32(h[layout.CopyLen-layout.CopyRev:]),
+		flags: binary.LittleEndian.Uint32(h[layout.CopyFlags-layout.CopyRev:]),
+	}
+}
+
+func (cp copyWords) setHeader(ch copyHeader) {
+	var h [copyHeaderLen]byte
+	binary.LittleEndian.PutUint64(h[layout.CopyRev-layout.CopyRev:], ch.rev)
+	binary.LittleEndian.PutUint32(h[layout.CopyLen-layout.CopyRev:], ch.len)
+	binary.LittleEndian.PutUint32(h[layout.CopyFlags-layout.CopyRev:], ch.flags)
+	copyIn(cp.hdr, h[:])
 }
 
 func (b *Board) copyOf(i, c int) copyWords {
 	off := b.g.CopyOff(i, c)
 	d := off + layout.CopyData
 	return copyWords{
-		seq:   layout.Word64(b.seg, off+layout.CopySeq),
-		rev:   layout.Word64(b.seg, off+layout.CopyRev),
-		len:   layout.Word32(b.seg, off+layout.CopyLen),
-		flags: layout.Word32(b.seg, off+layout.CopyFlags),
-		data:  b.seg[d : d+uint64(b.g.MaxValue) : off+b.g.CopySize], // padding in the capacity: see copy_other.go
+		seq:  layout.Word64At(b.seg, off+layout.CopySeq),
+		hdr:  b.seg[off+layout.CopyRev : d : d],
+		data: b.seg[d : d+uint64(b.g.MaxValue) : off+b.g.CopySize], // padding in the capacity: see copy_other.go
 	}
 }
 
@@ -326,9 +353,8 @@ func (b *Board) read(i int, buf []byte) (_ []byte, rev uint64, dead bool, _ erro
 		cp := b.copyOf(i, int(cw&1))
 		s1 := cp.seq.Load() // pairs with the closing store in write
 		if s1&1 == 0 {
-			n := cp.len.Load()
-			flags := cp.flags.Load()
-			crev := cp.rev.Load()
+			ch := cp.header()
+			n, flags, crev := ch.len, ch.flags, ch.rev
 			if n <= uint32(b.g.MaxValue) {
 				if cap(buf) < int(n) {
 					buf = make([]byte, n)
@@ -431,8 +457,8 @@ func (b *Board) writeLocked(i int, value []byte, o op, expect uint64) (uint64, e
 	cur := cw >> 1
 	live := false
 	if cw != 0 {
-		flags := b.copyOf(i, int(cw&1)).flags.Load()
-		live = flags&layout.CopyTombstone == 0
+		// The current copy: no writer but this one touches it now.
+		live = b.copyOf(i, int(cw&1)).header().flags&layout.CopyTombstone == 0
 	}
 	switch {
 	case o == opDelete && !live:
@@ -446,20 +472,17 @@ func (b *Board) writeLocked(i int, value []byte, o op, expect uint64) (uint64, e
 	open := (cp.seq.Load() | 1) + 2 // a new odd value, even after a writer died with the copy open
 	cp.seq.Store(open)
 	failpoint.BoardCopyOpen.Fire()
-	cp.rev.Store(rev)
 	var flags uint32
 	if o == opDelete {
 		flags = layout.CopyTombstone
 		value = nil
 	}
-	cp.len.Store(uint32(len(value)))
-	cp.flags.Store(flags)
+	cp.setHeader(copyHeader{rev: rev, len: uint32(len(value)), flags: flags})
 	copyIn(cp.data[:len(value)], value)
 	failpoint.BoardCopyWritten.Fire()
 	cp.seq.Store(open + 1) // pairs with the reader's second sequence load
 	failpoint.BoardCopyClosed.Fire()
 	c.current.Store(rev<<1 | uint64(spare)) // publishes; pairs with the reader's first load
-	b.puts.Add(1)
 	failpoint.BoardPublished.Fire()
 	return rev, nil
 }

@@ -197,3 +197,22 @@ func FuzzBoard(f *testing.F) {
 		corrupt("cas", err)
 	})
 }
+
+func BenchmarkGet(b *testing.B) {
+	bd := newBoard(b, 64, 64)
+	bd.Put("key", make([]byte, 64))
+	buf := make([]byte, 64)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		bd.Get("key", buf)
+	}
+}
+
+func BenchmarkPut(b *testing.B) {
+	bd := newBoard(b, 64, 64)
+	v := make([]byte, 64)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		bd.Put("key", v)
+	}
+}

@@ -51,7 +51,8 @@ func (b *Board) Check() error {
 		}
 		cp := b.copyOf(i, int(cw&1))
 		s1 := cp.seq.Load()
-		crev, n, flags := cp.rev.Load(), cp.len.Load(), cp.flags.Load()
+		ch := cp.header()
+		crev, n, flags := ch.rev, ch.len, ch.flags
 		if cp.seq.Load() != s1 || c.current.Load() != cw {
 			continue // a writer lapped us: what we read proves nothing
 		}
