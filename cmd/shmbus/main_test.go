@@ -91,6 +91,10 @@ func TestScripts(t *testing.T) {
 				for _, n := range names {
 					shmbus.Remove(shm, n)
 				}
+				boards, _ := shmbus.ListBoards(shm)
+				for _, n := range boards {
+					shmbus.RemoveBoard(shm, n)
+				}
 			})
 			return nil
 		},
@@ -108,6 +112,7 @@ func TestScripts(t *testing.T) {
 			"waitempty": cmdWaitEmpty,
 			"jsonvalid": cmdJSONValid,
 			"trimnl":    cmdTrimNL,
+			"waitwatch": cmdWaitWatch,
 		},
 	})
 }
@@ -334,4 +339,27 @@ func cmdTrimNL(ts *testscript.TestScript, neg bool, args []string) {
 	b, err := os.ReadFile(name)
 	ts.Check(err)
 	ts.Check(os.WriteFile(name, bytes.TrimSuffix(b, []byte("\n")), 0o644))
+}
+
+// cmdWaitWatch is "waitwatch BOARD": wait until a watcher of BOARD has
+// gone to sleep on its doorbell at least once.
+func cmdWaitWatch(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: waitwatch BOARD")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := shmbus.OpenBoard(args[0], &shmbus.OpenOptions{Dir: ts.Getenv("SHMBUS_DIR")})
+		if err == nil {
+			s, err := b.Stats()
+			b.Close()
+			if err == nil && s.Sleeps > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitwatch %s: no watcher asleep after 30s", args[0])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
