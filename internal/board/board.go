@@ -503,7 +503,7 @@ func (b *Board) refuse(o op, expect, cur uint64, live bool) (uint64, error) {
 	if expect == 0 {
 		want = "no value"
 	}
-	return cur, fmt.Errorf("%w: the key has %s, not %s", ErrRevision, state, want)
+	return cur, fmt.Errorf("%w: the key has %s, expected %s", ErrRevision, state, want)
 }
 
 // bind finds key's cell or binds a free one to it, and returns it locked.
