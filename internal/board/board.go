@@ -314,7 +314,7 @@ func (b *Board) Lookup(key string) (i int, ok bool, err error) {
 	return i, i >= 0, err
 }
 
-// rev is cell i's revision: one load of its current word (0 for a cell
+// revOf is cell i's revision: one load of its current word (0 for a cell
 // never written).
 func (b *Board) revOf(i int) uint64 { return b.cell(i).current.Load() >> 1 }
 
