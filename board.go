@@ -375,7 +375,8 @@ func (b *Board) Delete(key string) (rev uint64, err error) {
 }
 
 // Range calls f with every key that has a value (deleted keys too if
-// deleted is true), in no particular order, until f returns false.
+// deleted is true), in no particular order, until f returns false. Close
+// waits for a Range in progress: f must not call Close.
 func (b *Board) Range(deleted bool, f func(BoardEntry) bool) error {
 	return b.do("range", "", func() error { return b.b.Range(deleted, f) })
 }
