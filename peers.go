@@ -1,7 +1,6 @@
 package shmbus
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -43,9 +42,7 @@ func selfIdentity() proc.Identity {
 	return selfID
 }
 
-func ownerTag(id proc.Identity) uint64 {
-	return uint64(uint32(id.PID))<<32 | id.Start&0xffffffff
-}
+func ownerTag(id proc.Identity) uint64 { return proc.Tag(id) }
 
 type peerTable struct {
 	seg []byte
@@ -83,21 +80,10 @@ func (t *peerTable) State(i int) ring.PeerState {
 }
 
 func tagState(o uint64) ring.PeerState {
-	pid := int(o >> 32)
-	id, err := proc.Lookup(pid)
-	if errors.Is(err, proc.ErrNoProcess) {
+	if proc.TagState(o) == proc.Dead {
 		return ring.PeerDead
 	}
-	if err != nil {
-		return ring.PeerAlive // cannot tell: assume alive
-	}
-	if uint32(id.Start) != uint32(o) {
-		return ring.PeerDead // the pid was reused
-	}
-	if proc.Check(id) == proc.Dead {
-		return ring.PeerDead // zombie
-	}
-	return ring.PeerAlive
+	return ring.PeerAlive // alive, or cannot tell: assume alive
 }
 
 // acquire takes a peer slot for role: a free one if there is one, else one

@@ -47,3 +47,10 @@ func HostLittleEndian() bool {
 func Word32At(b []byte, off uint64) *atomic.Uint32 {
 	return (*atomic.Uint32)(unsafe.Pointer(&b[off : off+4][0]))
 }
+
+// Word64At is Word32At for 8-byte words. Board code calls it only with
+// offsets of a validated board geometry, which are multiples of 8 from the
+// page-aligned start of the mapping.
+func Word64At(b []byte, off uint64) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Pointer(&b[off : off+8][0]))
+}

@@ -149,6 +149,7 @@ const char *shmbus_strerror(int err)
 	case SHMBUS_ERR_NO_MEMORY: return "out of memory";
 	case SHMBUS_ERR_PROTOCOL: return "daemon protocol error";
 	case SHMBUS_ERR_DAEMON: return "daemon error";
+	case SHMBUS_ERR_NOT_FOUND: return "no such key";
 	}
 	return "unknown error";
 }
@@ -406,7 +407,18 @@ static void nap_ns(int64_t ns)
 
 /* wait_ready waits (bounded) for the creator to set the ready word, looking
  * only with atomic loads; then it copies the header page to hp. */
+static int wait_ready_kind(int fd, int wait_ms, uint8_t *hp, uint64_t *size_out, const uint8_t *magic,
+                           uint32_t want_version);
+
 static int wait_ready(int fd, int wait_ms, uint8_t *hp, uint64_t *size_out)
+{
+	return wait_ready_kind(fd, wait_ms, hp, size_out, MAGIC, VERSION);
+}
+
+/* wait_ready_kind waits for the segment in fd (magic magic: a bus or a
+ * board) to be ready and copies its header page into hp. */
+static int wait_ready_kind(int fd, int wait_ms, uint8_t *hp, uint64_t *size_out, const uint8_t *magic,
+                           uint32_t want_version)
 {
 	int64_t wait_ns = wait_ms == 0 ? 1000ll * 1000000 : (int64_t)wait_ms * 1000000;
 	int64_t deadline = mono_ns() + (wait_ms < 0 ? 0 : wait_ns);
@@ -441,9 +453,9 @@ static int wait_ready(int fd, int wait_ms, uint8_t *hp, uint64_t *size_out)
 			uint32_t w1 = atomic_load_explicit((a32 *)(void *)(h + 4), SC);
 			memcpy(m, &w0, 4);
 			memcpy(m + 4, &w1, 4);
-			if (memcmp(m, MAGIC, 8) != 0) {
+			if (memcmp(m, magic, 8) != 0) {
 				for (int i = 0; i < 8; i++)
-					if (m[i] != 0 && m[i] != MAGIC[i]) {
+					if (m[i] != 0 && m[i] != magic[i]) {
 						rc = fail(SHMBUS_ERR_CORRUPT, "bad magic %02x %02x %02x %02x %02x %02x %02x %02x",
 						          m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]);
 						goto out;
@@ -463,8 +475,9 @@ static int wait_ready(int fd, int wait_ms, uint8_t *hp, uint64_t *size_out)
 		}
 		int64_t now = mono_ns();
 		if (wait_ms < 0 || now >= deadline) {
-			if (version != 0 && version != VERSION)
-				rc = fail(SHMBUS_ERR_VERSION, "version %u, this client reads %d (and the ready word is not set)", version, VERSION);
+			if (version != 0 && version != want_version)
+				rc = fail(SHMBUS_ERR_VERSION, "version %u, this client reads %u (and the ready word is not set)", version,
+				          want_version);
 			else
 				rc = fail(SHMBUS_ERR_NOT_READY, "%s (gave up after %d ms)", why, wait_ms < 0 ? 0 : (int)(wait_ns / 1000000));
 			goto out;
@@ -2293,5 +2306,332 @@ int shmbus_daemon_close(int conn)
 		return fail(SHMBUS_ERR_INVALID, "connection %d", conn);
 	if (close(conn) < 0 && errno != EINTR)
 		return fail(SHMBUS_ERR_SYS, "close: %s", strerror(errno));
+	return SHMBUS_OK;
+}
+
+/* ---- boards (docs/layout.md, section 7) ---- */
+
+static const uint8_t BOARD_MAGIC[8] = {0x89, 'S', 'H', 'M', 'B', 'R', 'D', '\n'};
+
+enum {
+	B_VERSION = 1,
+	BH_TOTAL = 0x010, BH_FLAGS = 0x018, BH_WAKE = 0x01C, BH_CELLS = 0x020, BH_MAX_VALUE = 0x024,
+	BH_CELL_SIZE = 0x028, BH_COPY_SIZE = 0x02C, BH_CELL_TABLE = 0x030, BH_SEM_ID = 0x038,
+	BH_SEM_COOKIE = 0x03C, BH_REVISION = 0x080, BH_BELL = 0x100, BH_RECOVERIES = 0x190, BH_WAKES = 0x1A0,
+	CELL_STATE = 0x000, CELL_KEY_LEN = 0x004, CELL_HASH = 0x008, CELL_LOCK = 0x010, CELL_CURRENT = 0x018,
+	CELL_KEY = 0x040, CELL_COPIES = 0x140,
+	COPY_SEQ = 0x00, COPY_REV = 0x08, COPY_LEN = 0x10, COPY_FLAGS = 0x14, COPY_DATA = 0x20,
+	COPY_TOMBSTONE = 1,
+	MAX_KEY = 255, MAX_CELLS = 1 << 20, MAX_VALUE = 1 << 20,
+};
+
+struct shmbus_board {
+	shmbus_t base; /* seg, total, wake, semid (a set of 2: L = 0), tag: what the shared helpers need */
+	uint32_t cells, max_value;
+	uint64_t cell_size, copy_size;
+};
+
+static uint64_t fnv1a(const uint8_t *k, size_t n)
+{
+	uint64_t h = 14695981039346656037ull;
+	for (size_t i = 0; i < n; i++) {
+		h ^= k[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static uint64_t cell_off(const shmbus_board_t *b, uint32_t i) { return HEADER_SIZE + (uint64_t)i * b->cell_size; }
+static uint64_t copy_off(const shmbus_board_t *b, uint32_t i, uint32_t c)
+{
+	return cell_off(b, i) + CELL_COPIES + (uint64_t)c * b->copy_size;
+}
+
+/* board_validate is layout.BoardHeader.Validate (7.2, 7.3). */
+static int board_validate(shmbus_board_t *b, const uint8_t *hp, uint64_t file_size)
+{
+	uint32_t version = rd32(hp + H_VERSION);
+	if (version != B_VERSION)
+		return fail(SHMBUS_ERR_VERSION, "board version %u, this client reads %d", version, B_VERSION);
+	if (rd32(hp + H_HEADER_SIZE) != HEADER_SIZE || rd64(hp + BH_CELL_TABLE) != HEADER_SIZE || rd32(hp + BH_FLAGS) != 0)
+		return fail(SHMBUS_ERR_CORRUPT, "board header size, cell table or flags");
+	uint32_t k = rd32(hp + BH_CELLS), v = rd32(hp + BH_MAX_VALUE), wake = rd32(hp + BH_WAKE);
+	if (k < 1 || k > MAX_CELLS || v > MAX_VALUE || (wake != SHMBUS_WAKE_FUTEX && wake != SHMBUS_WAKE_SEM))
+		return fail(SHMBUS_ERR_CORRUPT, "board of %u cells, values up to %u, wake mode %u", k, v, wake);
+	uint64_t copy = align_up(COPY_DATA + (uint64_t)v, 64);
+	uint64_t cell = align_up(CELL_COPIES + 2 * copy, 128);
+	uint64_t total = align_up(HEADER_SIZE + (uint64_t)k * cell, HEADER_SIZE);
+	if (rd32(hp + BH_CELL_SIZE) != cell || rd32(hp + BH_COPY_SIZE) != copy || rd64(hp + BH_TOTAL) != total)
+		return fail(SHMBUS_ERR_CORRUPT, "board cell size, copy size or total size disagree with the layout");
+	if (total > (1ull << 36) || file_size != total)
+		return fail(SHMBUS_ERR_CORRUPT, "file is %llu bytes, the board needs %llu", (unsigned long long)file_size,
+		            (unsigned long long)total);
+	int32_t semid = (int32_t)rd32(hp + BH_SEM_ID);
+	if (wake == SHMBUS_WAKE_SEM && semid < 0)
+		return fail(SHMBUS_ERR_CORRUPT, "sem wake mode without a semaphore set");
+	b->cells = k;
+	b->max_value = v;
+	b->copy_size = copy;
+	b->cell_size = cell;
+	b->base.total = total;
+	b->base.wake = wake;
+	b->base.semid = wake == SHMBUS_WAKE_SEM ? semid : -1;
+	b->base.sem_cookie = rd32(hp + BH_SEM_COOKIE);
+	b->base.L = 0;
+	return SHMBUS_OK;
+}
+
+int shmbus_board_open(const char *name, const shmbus_open_options *o, shmbus_board_t **out)
+{
+	if (!out)
+		return fail(SHMBUS_ERR_INVALID, "NULL result pointer");
+	*out = NULL;
+	if (!valid_name(name))
+		return fail(SHMBUS_ERR_BAD_NAME, "%.220s", name ? name : "(null)");
+	const uint16_t probe = 1;
+	uint8_t lo;
+	memcpy(&lo, &probe, 1);
+	if (lo != 1)
+		return fail(SHMBUS_ERR_UNSUPPORTED, "big-endian host");
+	const char *dir = o && o->dir && *o->dir ? o->dir : getenv("SHMBUS_DIR");
+	if (!dir || !*dir)
+		dir = "/dev/shm";
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof path, "%s/shmbus-board.%s", dir, name) >= sizeof path)
+		return fail(SHMBUS_ERR_INVALID, "path too long");
+	int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return fail_errno(errno, "open", path);
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	shmbus_board_t *b = calloc(1, sizeof *b);
+	uint8_t *hp = malloc(HEADER_SIZE);
+	int rc = SHMBUS_OK;
+	if (!b || !hp) {
+		rc = fail(SHMBUS_ERR_NO_MEMORY, "board handle");
+		goto fail;
+	}
+	uint64_t size = 0;
+	rc = wait_ready_kind(fd, o ? o->wait_ms : 0, hp, &size, BOARD_MAGIC, B_VERSION);
+	if (rc == SHMBUS_OK)
+		rc = board_validate(b, hp, size);
+	if (rc != SHMBUS_OK)
+		goto fail;
+	b->base.seg = mmap(NULL, (size_t)b->base.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (b->base.seg == MAP_FAILED) {
+		b->base.seg = NULL;
+		rc = fail_errno(errno, "mmap", path);
+		goto fail;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != b->base.total) {
+		rc = fail(SHMBUS_ERR_CORRUPT, "file changed size while being opened");
+		goto fail;
+	}
+	if (b->base.wake == SHMBUS_WAKE_SEM && (rc = check_sems(&b->base)) != SHMBUS_OK)
+		goto fail;
+	b->base.pid = (uint32_t)getpid();
+	if (read_stat(b->base.pid, &b->base.start, NULL) != STAT_OK) {
+		rc = fail(SHMBUS_ERR_SYS, "cannot read this process's start time");
+		goto fail;
+	}
+	b->base.tag = (uint64_t)b->base.pid << 32 | (b->base.start & 0xFFFFFFFFu);
+	free(hp);
+	close(fd);
+	*out = b;
+	return SHMBUS_OK;
+fail:
+	if (b && b->base.seg)
+		munmap(b->base.seg, (size_t)b->base.total);
+	free(b);
+	free(hp);
+	close(fd);
+	return rc;
+}
+
+int shmbus_board_close(shmbus_board_t *b)
+{
+	if (!b)
+		return SHMBUS_OK;
+	int rc = SHMBUS_OK;
+	if (b->base.seg && munmap(b->base.seg, (size_t)b->base.total) < 0)
+		rc = fail(SHMBUS_ERR_SYS, "munmap: %s", strerror(errno));
+	free(b);
+	return rc;
+}
+
+/* board_find is 7.5: the cell of key, or -1 (never written); -2 corrupt. */
+static int64_t board_find(const shmbus_board_t *b, const uint8_t *key, size_t n, uint64_t h)
+{
+	uint32_t home = (uint32_t)(h % b->cells);
+	for (uint32_t k = 0; k < b->cells; k++) {
+		uint32_t i = home + k < b->cells ? home + k : home + k - b->cells;
+		uint64_t c = cell_off(b, i);
+		uint32_t st = atomic_load_explicit(w32(&b->base, c + CELL_STATE), SC);
+		if (st == 0)
+			return -1;
+		if (st != 1)
+			return fail(SHMBUS_ERR_CORRUPT, "cell %u: state %u", i, st), -2;
+		uint32_t kl = atomic_load_explicit(w32(&b->base, c + CELL_KEY_LEN), SC);
+		if (kl == 0 || kl > MAX_KEY)
+			return fail(SHMBUS_ERR_CORRUPT, "cell %u: key length %u", i, kl), -2;
+		if (kl == n && atomic_load_explicit(w64(&b->base, c + CELL_HASH), SC) == h &&
+		    memcmp(b->base.seg + c + CELL_KEY, key, n) == 0)
+			return i;
+	}
+	return -1;
+}
+
+int shmbus_board_get(shmbus_board_t *b, const void *key, size_t klen, void *buf, size_t cap, size_t *len,
+                     uint64_t *rev)
+{
+	if (!b || !key || klen < 1 || klen > MAX_KEY || (!buf && cap > 0))
+		return fail(SHMBUS_ERR_INVALID, "key of %zu bytes", klen);
+	int64_t i = board_find(b, key, klen, fnv1a(key, klen));
+	if (i == -2)
+		return SHMBUS_ERR_CORRUPT;
+	if (i < 0)
+		return fail_quick(SHMBUS_ERR_NOT_FOUND, "never written");
+	a64 *cur = w64(&b->base, cell_off(b, (uint32_t)i) + CELL_CURRENT);
+	for (long tries = 0;; tries++) {
+		uint64_t cw = atomic_load_explicit(cur, SC);
+		if (cw == 0)
+			return fail_quick(SHMBUS_ERR_NOT_FOUND, "never written");
+		uint64_t cp = copy_off(b, (uint32_t)i, (uint32_t)(cw & 1));
+		a64 *seq = w64(&b->base, cp + COPY_SEQ);
+		uint64_t s1 = atomic_load_explicit(seq, SC);
+		if (!(s1 & 1)) {
+			const uint8_t *c = b->base.seg + cp;
+			uint64_t crev = rd64(c + COPY_REV);
+			uint32_t n = rd32(c + COPY_LEN), flags = rd32(c + COPY_FLAGS);
+			if (n <= b->max_value && n <= cap)
+				memcpy(buf, c + COPY_DATA, n);
+			atomic_thread_fence(memory_order_acquire); /* the copy before the second load */
+			if (atomic_load_explicit(seq, SC) == s1 && crev == cw >> 1) {
+				if (n > b->max_value || (flags & ~(uint32_t)COPY_TOMBSTONE) || ((flags & COPY_TOMBSTONE) && n))
+					return fail(SHMBUS_ERR_CORRUPT, "cell %lld: copy of %u bytes, flags %#x", (long long)i, n, flags);
+				if (rev)
+					*rev = crev;
+				if (flags & COPY_TOMBSTONE)
+					return fail_quick(SHMBUS_ERR_NOT_FOUND, "deleted");
+				if (len)
+					*len = n;
+				if (n > cap)
+					return fail_quick(SHMBUS_ERR_SHORT_BUFFER, "value larger than the buffer");
+				return SHMBUS_OK;
+			}
+		}
+		if (tries > 100000 && atomic_load_explicit(cur, SC) == cw)
+			return fail(SHMBUS_ERR_CORRUPT, "cell %lld: the current copy never settles", (long long)i);
+		cpu_relax();
+	}
+}
+
+/* board_lock takes cell i's lock: free, or from a holder proven dead. */
+static void board_lock(shmbus_board_t *b, uint32_t i)
+{
+	a64 *l = w64(&b->base, cell_off(b, i) + CELL_LOCK);
+	for (long spins = 0;; spins++) {
+		uint64_t o = atomic_load_explicit(l, SC);
+		if (o == 0) {
+			if (atomic_compare_exchange_strong_explicit(l, &o, b->base.tag, SC, SC))
+				return;
+			continue;
+		}
+		if (o == b->base.tag)
+			return; /* left by this process */
+		if (spins > 100 && spins % 100 == 0 && tag_state(&b->base, o) == PEER_DEAD &&
+		    atomic_compare_exchange_strong_explicit(l, &o, b->base.tag, SC, SC)) {
+			atomic_fetch_add_explicit(w64(&b->base, BH_RECOVERIES), 1, RLX);
+			/* Kick: the dead writer may have published without ringing. */
+			a64 *db = w64(&b->base, BH_BELL);
+			uint64_t w = atomic_load_explicit(db, SC), nw;
+			do
+				nw = (w & ~0xFFFFFFFFull) | (uint32_t)(w + 1);
+			while (!atomic_compare_exchange_weak_explicit(db, &w, nw, SC, SC));
+			if (SLEEPERS(nw))
+				bell_wake(&b->base, db, 0, SLEEPERS(nw));
+			return;
+		}
+		if (spins > 100)
+			nap_ns(spins > 1000 ? 1000000 : 10000);
+		else
+			cpu_relax();
+	}
+}
+
+int shmbus_board_put(shmbus_board_t *b, const void *key, size_t klen, const void *val, size_t n, uint64_t *rev)
+{
+	if (!b || !key || klen < 1 || klen > MAX_KEY || (!val && n > 0))
+		return fail(SHMBUS_ERR_INVALID, "key of %zu bytes", klen);
+	if (n > b->max_value)
+		return fail(SHMBUS_ERR_TOO_LARGE, "%zu bytes, the board holds at most %u", n, b->max_value);
+	uint64_t h = fnv1a(key, klen);
+	int64_t found = board_find(b, key, klen, h);
+	if (found == -2)
+		return SHMBUS_ERR_CORRUPT;
+	uint32_t i = 0;
+	if (found >= 0) {
+		i = (uint32_t)found;
+		board_lock(b, i);
+	} else {
+		/* 7.7 step 2: bind a free cell on the probe path. */
+		uint32_t home = (uint32_t)(h % b->cells), k;
+		for (k = 0; k < b->cells; k++) {
+			i = home + k < b->cells ? home + k : home + k - b->cells;
+			uint64_t c = cell_off(b, i);
+			uint32_t st = atomic_load_explicit(w32(&b->base, c + CELL_STATE), SC);
+			if (st == 1) {
+				uint32_t kl = atomic_load_explicit(w32(&b->base, c + CELL_KEY_LEN), SC);
+				if (kl == klen && atomic_load_explicit(w64(&b->base, c + CELL_HASH), SC) == h &&
+				    memcmp(b->base.seg + c + CELL_KEY, key, klen) == 0) {
+					board_lock(b, i);
+					break;
+				}
+				continue;
+			}
+			if (st != 0)
+				return fail(SHMBUS_ERR_CORRUPT, "cell %u: state %u", i, st);
+			board_lock(b, i);
+			if (atomic_load_explicit(w32(&b->base, c + CELL_STATE), SC) == 1) {
+				uint32_t kl = atomic_load_explicit(w32(&b->base, c + CELL_KEY_LEN), SC);
+				if (kl == klen && memcmp(b->base.seg + c + CELL_KEY, key, klen) == 0)
+					break;
+				atomic_store_explicit(w64(&b->base, c + CELL_LOCK), 0, SC);
+				continue;
+			}
+			memcpy(b->base.seg + c + CELL_KEY, key, klen);
+			atomic_store_explicit(w32(&b->base, c + CELL_KEY_LEN), (uint32_t)klen, SC);
+			atomic_store_explicit(w64(&b->base, c + CELL_HASH), h, SC);
+			atomic_store_explicit(w32(&b->base, c + CELL_STATE), 1, SC);
+			break;
+		}
+		if (k == b->cells)
+			return fail(SHMBUS_ERR_FULL, "no free key cell");
+	}
+	uint64_t c = cell_off(b, i);
+	a64 *cur = w64(&b->base, c + CELL_CURRENT);
+	uint64_t cw = atomic_load_explicit(cur, SC);
+	uint32_t spare = 1 - (uint32_t)(cw & 1);
+	uint64_t r = atomic_fetch_add_explicit(w64(&b->base, BH_REVISION), 1, SC) + 1;
+	uint64_t cp = copy_off(b, i, spare);
+	a64 *seq = w64(&b->base, cp + COPY_SEQ);
+	uint64_t q = (atomic_load_explicit(seq, SC) | 1) + 2;
+	atomic_store_explicit(seq, q, SC);
+	atomic_thread_fence(memory_order_release); /* the opening store before the contents */
+	uint8_t *p = b->base.seg + cp;
+	uint32_t n32 = (uint32_t)n, flags = 0;
+	memcpy(p + COPY_REV, &r, 8);
+	memcpy(p + COPY_LEN, &n32, 4);
+	memcpy(p + COPY_FLAGS, &flags, 4);
+	if (n)
+		memcpy(p + COPY_DATA, val, n);
+	atomic_store_explicit(seq, q + 1, SC);
+	atomic_store_explicit(cur, r << 1 | spare, SC); /* published */
+	atomic_store_explicit(w64(&b->base, c + CELL_LOCK), 0, SC);
+	bell_ring(&b->base, w64(&b->base, BH_BELL), 0, w64(&b->base, BH_WAKES));
+	if (rev)
+		*rev = r;
 	return SHMBUS_OK;
 }

@@ -52,6 +52,7 @@ typedef enum shmbus_err {
 	SHMBUS_ERR_PROTOCOL,    /* daemon: its reply broke docs/daemon-protocol.md (malformed, unexpected,
 	                         * cut short), or it refused ours (BAD_FRAME, UNKNOWN_TYPE, BAD_VERSION, ...) */
 	SHMBUS_ERR_DAEMON,      /* daemon: a refusal with no closer code (SHUTDOWN, INTERNAL, unknown codes) */
+	SHMBUS_ERR_NOT_FOUND,   /* board: the key has no value (never written, or deleted) */
 } shmbus_err;
 
 /* Wake modes (shmbus_wake_mode). */
@@ -216,6 +217,28 @@ int shmbus_daemon_close(int conn);
 enum { SHMBUS_HOOK_TAIL_MOVED = 1, SHMBUS_HOOK_CLAIMED = 2 };
 typedef void (*shmbus_claim_hook)(int stage, int lane, void *arg);
 void shmbus_set_claim_hook(shmbus_claim_hook fn, void *arg);
+
+/* ---- boards (docs/layout.md, section 7) ----
+ *
+ * A board's keyed values, read and written in the segment. Keys are 1..255
+ * bytes. Writes are Go's Put (last writer wins); a cell lock left by a
+ * dead writer is taken over only on proof of death. One handle per thread. */
+typedef struct shmbus_board shmbus_board_t;
+
+/* Attach to board NAME ($SHMBUS_DIR or opts->dir, file shmbus-board.NAME). */
+int shmbus_board_open(const char *name, const shmbus_open_options *opts, shmbus_board_t **board);
+int shmbus_board_close(shmbus_board_t *board);
+
+/* The latest complete value of key into buf (cap bytes): *len its length,
+ * *rev its revision. SHMBUS_ERR_NOT_FOUND without a value (*rev is the
+ * tombstone's revision if it was deleted); SHMBUS_ERR_SHORT_BUFFER if cap is
+ * too small (*len says how large). Never waits for a writer. */
+int shmbus_board_get(shmbus_board_t *board, const void *key, size_t klen, void *buf, size_t cap, size_t *len,
+                     uint64_t *rev);
+
+/* Make val (n bytes) key's value; *rev (if not NULL) is its revision.
+ * SHMBUS_ERR_TOO_LARGE, SHMBUS_ERR_FULL (no free key cell). */
+int shmbus_board_put(shmbus_board_t *board, const void *key, size_t klen, const void *val, size_t n, uint64_t *rev);
 
 #ifdef __cplusplus
 }

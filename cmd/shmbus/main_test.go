@@ -181,6 +181,10 @@ func TestScripts(t *testing.T) {
 				for _, n := range names {
 					shmbus.Remove(shm, n)
 				}
+				boards, _ := shmbus.ListBoards(shm)
+				for _, n := range boards {
+					shmbus.RemoveBoard(shm, n)
+				}
 			})
 			return nil
 		},
@@ -204,6 +208,7 @@ func TestScripts(t *testing.T) {
 			"tmpfs":     cmdTmpfs,
 			"waitlane":  cmdWaitLane,
 			"waitfile":  cmdWaitFile,
+			"waitwatch": cmdWaitWatch,
 		},
 	})
 }
@@ -500,5 +505,28 @@ func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("waitfile %s: still %d match(es) after 10s", args[0], len(m))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cmdWaitWatch is "waitwatch BOARD": wait until a watcher of BOARD has
+// gone to sleep on its doorbell at least once.
+func cmdWaitWatch(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: waitwatch BOARD")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := shmbus.OpenBoard(args[0], &shmbus.OpenOptions{Dir: ts.Getenv("SHMBUS_DIR")})
+		if err == nil {
+			s, err := b.Stats()
+			b.Close()
+			if err == nil && s.Sleeps > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitwatch %s: no watcher asleep after 30s", args[0])
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -241,6 +241,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.soakCmd(),
 		a.benchCmd(),
 		a.daemonCmd(),
+		a.boardCmd(),
 		a.versionCmd(),
 	)
 	return root

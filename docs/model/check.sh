@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/model/check.sh -- model-check the shmbus protocol models with spin.
 #
-# Runs every configuration of ring.pml and doorbell.pml in a temporary
+# Runs every configuration of ring.pml, doorbell.pml and board.pml in a temporary
 # directory (nothing is written to the repository) and checks each result
 # against what is expected:
 #
@@ -219,6 +219,25 @@ run db-BROKEN_ORDER-backstop doorbell.pml safety pass -DBROKEN_ORDER -DBACKSTOP
 run db-limit-space-sem      doorbell.pml safety "fail:$lost" -DSEM -DSPACE
 run db-limit-space-wake-any doorbell.pml safety "fail:$lost" -DWAKE_ANY -DSPACE
 run db-limit-space-sem-bs   doorbell.pml safety pass -DSEM -DSPACE -DBACKSTOP
+
+section "== board.pml: board cell copies, lock takeover, watch wake-ups"
+boardlost='assertion violated +!\(\(asleep&&'           # board: watcher asleep past a change
+run board-copy              board.pml safety pass -DNOWATCH
+run board-copy-death        board.pml safety pass -DNOWATCH -DMAXDEAD=1
+run board-copy-3w-death     board.pml safety pass -DNOWATCH -DNW=3 -DWR=1 -DMAXDEAD=1
+run board-watch             board.pml safety pass -DNR=0
+run board-watch-3w          board.pml safety pass -DNR=0 -DNW=3 -DWR=1
+run board-watch-wr3         board.pml safety pass -DNR=0 -DWR=3
+run board-watch-death-bs    board.pml safety pass -DNR=0 -DMAXDEAD=1 -DBACKSTOP
+# Deliberately broken.
+run board-SAME_COPY         board.pml safety "fail:assertion violated \(cur!=cw\)" -DNOWATCH -DSAME_COPY
+run board-SAME_COPY-death   board.pml safety "fail:assertion violated \(cur!=cw\)" -DNOWATCH -DSAME_COPY -DMAXDEAD=1
+run board-NO_SEQ_CHECK      board.pml safety "fail:assertion violated \(\(v0==cr\)&&\(v1==cr\)\)" -DNOWATCH -DNO_SEQ_CHECK
+run board-STEAL_LIVE        board.pml safety "fail:assertion violated \(lock==\(id\+1\)\)" -DNOWATCH -DSTEAL_LIVE
+run board-RING_FIRST        board.pml safety "fail:$boardlost" -DNR=0 -DRING_FIRST
+# Documented limit (semantics.md, Boards): the last writer killed between
+# publishing and ringing; only the backstop wakes the watcher.
+run board-limit-death       board.pml safety "fail:$boardlost" -DNR=0 -DMAXDEAD=1
 
 wait
 

@@ -47,10 +47,36 @@ var (
 
 // Lookup finds a point by name.
 func Lookup(name string) *Point {
-	for _, p := range []*Point{AfterClaim, BeforeCommit, CreateStep} {
+	for _, p := range append([]*Point{AfterClaim, BeforeCommit, CreateStep}, BoardPoints...) {
 		if p.name == name {
 			return p
 		}
 	}
 	return nil
 }
+
+// Points of the board write protocol (internal/board), in the order a Put
+// passes them.
+var (
+	// BoardBinding fires once a writer holds the lock of a free cell it
+	// is binding to a new key, before it writes the key.
+	BoardBinding = &Point{name: "board-binding"}
+	// BoardLocked fires once a writer holds its key's cell's lock,
+	// before it writes anything.
+	BoardLocked = &Point{name: "board-locked"}
+	// BoardCopyOpen fires after a writer has made the spare copy's
+	// sequence odd, before it writes the value.
+	BoardCopyOpen = &Point{name: "board-copy-open"}
+	// BoardCopyWritten fires after the value is in the spare copy, before
+	// its sequence becomes even.
+	BoardCopyWritten = &Point{name: "board-copy-written"}
+	// BoardCopyClosed fires after the spare copy is complete, before the
+	// cell's current word names it.
+	BoardCopyClosed = &Point{name: "board-copy-closed"}
+	// BoardPublished fires after the current word names the new copy,
+	// before the lock is released and the doorbell rung.
+	BoardPublished = &Point{name: "board-published"}
+)
+
+// BoardPoints are the board's points, in protocol order.
+var BoardPoints = []*Point{BoardBinding, BoardLocked, BoardCopyOpen, BoardCopyWritten, BoardCopyClosed, BoardPublished}

@@ -333,33 +333,42 @@ func Open(path string, wait time.Duration) (*Mapping, layout.Header, layout.Geom
 }
 
 func open(path string, wait time.Duration) (*Mapping, layout.Header, layout.Geometry, error) {
-	fd, err := openFD(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	f, err := openPath(path)
 	if err != nil {
-		if err == unix.EISDIR {
-			return nil, layout.Header{}, layout.Geometry{}, fmt.Errorf("%w: is a directory", ErrNotRegular)
-		}
-		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
-			// O_NOFOLLOW fails with ELOOP (Linux, macOS), EMLINK (FreeBSD)
-			// or EFTYPE (NetBSD): say what it means.
-			if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
-				return nil, layout.Header{}, layout.Geometry{}, fmt.Errorf("%w: is a symbolic link, which is never followed", ErrNotRegular)
-			}
-		}
-		return nil, layout.Header{}, layout.Geometry{}, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, layout.Header{}, layout.Geometry{}, err
 	}
-	// O_NONBLOCK only kept a FIFO from blocking the open; a regular file gets
-	// ordinary blocking mode back before it becomes an *os.File.
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return nil, layout.Header{}, layout.Geometry{}, fmt.Errorf("clear O_NONBLOCK: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), path)
 	mm, h, g, err := attach(f, wait)
 	if err != nil {
 		f.Close()
 		return nil, layout.Header{}, layout.Geometry{}, err
 	}
 	return &Mapping{mm: mm, file: f, path: path}, h, g, nil
+}
+
+// openPath opens the existing segment file at path read-write, never
+// following a symbolic link and never blocking on a FIFO.
+func openPath(path string) (*os.File, error) {
+	fd, err := openFD(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if err == unix.EISDIR {
+			return nil, fmt.Errorf("%w: is a directory", ErrNotRegular)
+		}
+		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
+			// O_NOFOLLOW fails with ELOOP (Linux, macOS), EMLINK (FreeBSD)
+			// or EFTYPE (NetBSD): say what it means.
+			if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
+				return nil, fmt.Errorf("%w: is a symbolic link, which is never followed", ErrNotRegular)
+			}
+		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	// O_NONBLOCK only kept a FIFO from blocking the open; a regular file gets
+	// ordinary blocking mode back before it becomes an *os.File.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("clear O_NONBLOCK: %w", err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // OpenFD maps the segment open in f — a descriptor inherited or received
@@ -380,9 +389,23 @@ func OpenFD(f *os.File, label string, wait time.Duration) (*Mapping, layout.Head
 }
 
 func openDescriptor(f *os.File, label string, wait time.Duration) (*Mapping, layout.Header, layout.Geometry, error) {
+	dup, err := dupDescriptor(f, label)
+	if err != nil {
+		return nil, layout.Header{}, layout.Geometry{}, err
+	}
+	mm, h, g, err := attach(dup, wait)
+	if err != nil {
+		dup.Close()
+		return nil, layout.Header{}, layout.Geometry{}, err
+	}
+	return &Mapping{mm: mm, file: dup, path: label, anon: true}, h, g, nil
+}
+
+// dupDescriptor duplicates f, which must be open for reading and writing.
+func dupDescriptor(f *os.File, label string) (*os.File, error) {
 	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, layout.Header{}, layout.Geometry{}, fmt.Errorf("dup descriptor: %w", err)
+		return nil, fmt.Errorf("dup descriptor: %w", err)
 	}
 	acc, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err == nil && acc&unix.O_ACCMODE != unix.O_RDWR {
@@ -390,15 +413,9 @@ func openDescriptor(f *os.File, label string, wait time.Duration) (*Mapping, lay
 	}
 	if err != nil {
 		unix.Close(fd)
-		return nil, layout.Header{}, layout.Geometry{}, err
+		return nil, err
 	}
-	dup := os.NewFile(uintptr(fd), label)
-	mm, h, g, err := attach(dup, wait)
-	if err != nil {
-		dup.Close()
-		return nil, layout.Header{}, layout.Geometry{}, err
-	}
-	return &Mapping{mm: mm, file: dup, path: label, anon: true}, h, g, nil
+	return os.NewFile(uintptr(fd), label), nil
 }
 
 // fileSize is the size of f, which must be a regular file.
@@ -413,9 +430,44 @@ func fileSize(f *os.File) (int64, error) {
 	return fi.Size(), nil
 }
 
-// attach waits for the segment in f to be ready, validates it and maps it.
+// attach waits for the bus segment in f to be ready, validates it and maps it.
 func attach(f *os.File, wait time.Duration) (mmap.MMap, layout.Header, layout.Geometry, error) {
-	var none layout.Header
+	var h layout.Header
+	var g layout.Geometry
+	mm, err := attachKind(f, wait, busKind, func(page []byte, size int64) (uint64, error) {
+		var err error
+		if h, err = layout.DecodeHeader(page); err != nil {
+			return 0, err
+		}
+		if g, err = h.Validate(size); err != nil {
+			return 0, err
+		}
+		return h.TotalSize, nil
+	})
+	if err != nil {
+		return nil, layout.Header{}, layout.Geometry{}, err
+	}
+	return mm, h, g, nil
+}
+
+// kind is what attaching needs to know of a kind of segment.
+type kind struct {
+	magic   [8]byte
+	version uint32
+	name    string // "bus", "board"
+	other   [8]byte
+	otherIs string // what a segment with the other magic is
+}
+
+var (
+	busKind   = kind{layout.Magic, layout.Version, "bus", layout.BoardMagic, "a board, not a bus"}
+	boardKind = kind{layout.BoardMagic, layout.BoardVersion, "board", layout.Magic, "a bus, not a board"}
+)
+
+// attachKind waits for the segment of kind k in f to be ready, has its
+// private copy of the header page decoded and validated by validate (which
+// returns the size to map) and maps it.
+func attachKind(f *os.File, wait time.Duration, k kind, validate func(page []byte, size int64) (uint64, error)) (mmap.MMap, error) {
 	if wait == 0 {
 		wait = DefaultWait
 	}
@@ -434,7 +486,7 @@ func attach(f *os.File, wait time.Duration) (mmap.MMap, layout.Header, layout.Ge
 		var err error
 		size, err = fileSize(f)
 		if err != nil {
-			return nil, none, layout.Geometry{}, err
+			return nil, err
 		}
 		var notReady error
 		var version uint32
@@ -445,19 +497,19 @@ func attach(f *os.File, wait time.Duration) (mmap.MMap, layout.Header, layout.Ge
 				hdr, err = mmap.MapRegion(f, layout.HeaderSize, mmap.RDONLY, 0, 0)
 				if err != nil {
 					hdr = nil
-					return nil, none, layout.Geometry{}, fmt.Errorf("mmap header: %w", err)
+					return nil, fmt.Errorf("mmap header: %w", err)
 				}
 			}
 			err = Guard(func() error {
 				var e error
-				page, version, e = readHeader(hdr)
+				page, version, e = readHeader(hdr, k)
 				return e
 			})
 			if errors.Is(err, layout.ErrNotReady) {
 				notReady, err = err, nil
 			}
 			if err != nil {
-				return nil, none, layout.Geometry{}, err
+				return nil, err
 			}
 		}
 		if notReady == nil {
@@ -465,36 +517,32 @@ func attach(f *os.File, wait time.Duration) (mmap.MMap, layout.Header, layout.Ge
 		}
 		now := time.Now()
 		if wait < 0 || !now.Before(deadline) {
-			if version != 0 && version != layout.Version {
+			if version != 0 && version != k.version {
 				// Probably a segment of another format whose ready word
 				// is elsewhere: say so rather than "not ready".
-				return nil, none, layout.Geometry{}, fmt.Errorf("%w: version %d, this build reads %d (and the ready word is not set)",
-					layout.ErrVersion, version, layout.Version)
+				return nil, fmt.Errorf("%w: %s version %d, this build reads %d (and the ready word is not set)",
+					layout.ErrVersion, k.name, version, k.version)
 			}
-			return nil, none, layout.Geometry{}, fmt.Errorf("%w (gave up after %v)", notReady, wait)
+			return nil, fmt.Errorf("%w (gave up after %v)", notReady, wait)
 		}
 		time.Sleep(min(delay, deadline.Sub(now)))
 		delay = min(2*delay, 20*time.Millisecond)
 	}
 
-	h, err := layout.DecodeHeader(page)
+	total, err := validate(page, size)
 	if err != nil {
-		return nil, none, layout.Geometry{}, err
+		return nil, err
 	}
-	g, err := h.Validate(size)
+	if total > math.MaxInt {
+		return nil, fmt.Errorf("%w: total size %d does not fit in memory", layout.ErrCorrupt, total)
+	}
+	mm, err := mmap.MapRegion(f, int(total), mmap.RDWR, 0, 0)
 	if err != nil {
-		return nil, none, layout.Geometry{}, err
+		return nil, fmt.Errorf("mmap %d bytes: %w", total, err)
 	}
-	if h.TotalSize > math.MaxInt {
-		return nil, none, layout.Geometry{}, fmt.Errorf("%w: total size %d does not fit in memory", layout.ErrCorrupt, h.TotalSize)
-	}
-	mm, err := mmap.MapRegion(f, int(h.TotalSize), mmap.RDWR, 0, 0)
-	if err != nil {
-		return nil, none, layout.Geometry{}, fmt.Errorf("mmap %d bytes: %w", h.TotalSize, err)
-	}
-	fail := func(err error) (mmap.MMap, layout.Header, layout.Geometry, error) {
+	fail := func(err error) (mmap.MMap, error) {
 		_ = mm.Unmap()
-		return nil, none, layout.Geometry{}, err
+		return nil, err
 	}
 	// The size was validated before mapping; make sure it did not change
 	// between the two, so the whole mapping is backed by the file.
@@ -504,11 +552,11 @@ func attach(f *os.File, wait time.Duration) (mmap.MMap, layout.Header, layout.Ge
 		return fail(fmt.Errorf("%w: file changed from %d to %d bytes while being opened", ErrTruncated, len(mm), now))
 	}
 	// No prefault here: opening costs the same for a 1 MiB and a 1 GiB
-	// bus, and a page is faulted in where it is first used. Create
+	// segment, and a page is faulted in where it is first used. Create
 	// populated and reserved every page once; a file truncated since then
 	// is caught by the size check above or, later, by Guard as
 	// ErrTruncated.
-	return mm, h, g, nil
+	return mm, nil
 }
 
 // readHeader looks at the header page b of a segment that may still be
@@ -518,17 +566,20 @@ func attach(f *os.File, wait time.Duration) (mmap.MMap, layout.Header, layout.Ge
 // is incomplete or the ready word unset (with the version word, if any, for
 // the caller's diagnosis); and one wrapping layout.ErrCorrupt if the magic is
 // wrong.
-func readHeader(b []byte) ([]byte, uint32, error) {
+func readHeader(b []byte, k kind) ([]byte, uint32, error) {
 	var magic [8]byte
 	for i := 0; i < 8; i += 4 {
 		w := layout.Word32(b, uint64(layout.OffMagic+i)).Load()
 		magic[i], magic[i+1], magic[i+2], magic[i+3] = byte(w), byte(w>>8), byte(w>>16), byte(w>>24)
 	}
-	if magic != layout.Magic {
+	if magic != k.magic {
+		if magic == k.other {
+			return nil, 0, fmt.Errorf("%w: %s", layout.ErrCorrupt, k.otherIs)
+		}
 		// The creator may be in the middle of writing it: every byte
 		// either still zero or already right.
 		for i, c := range magic {
-			if c != 0 && c != layout.Magic[i] {
+			if c != 0 && c != k.magic[i] {
 				return nil, 0, fmt.Errorf("%w: bad magic % x", layout.ErrCorrupt, magic[:])
 			}
 		}

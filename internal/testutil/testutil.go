@@ -14,10 +14,11 @@ import (
 	"sync"
 )
 
-// ShmFiles lists the shmbus segment files in /dev/shm.
+// ShmFiles lists the shmbus segment files (buses and boards) in /dev/shm.
 func ShmFiles() []string {
 	m, _ := filepath.Glob("/dev/shm/shmbus.*")
-	return m
+	b, _ := filepath.Glob("/dev/shm/shmbus-board.*")
+	return append(m, b...)
 }
 
 // LiveSems returns the ids among ids of System V semaphore sets that still

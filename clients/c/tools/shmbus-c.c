@@ -798,6 +798,52 @@ static int cmd_daemon_open(int argc, char **argv)
 	return 0;
 }
 
+/* board-get BOARD KEY: print KEY's revision, a space and its value.
+ * board-put BOARD KEY VALUE [COUNT]: put VALUE (COUNT times), print the last
+ * revision. */
+static int cmd_board_get(int argc, char **argv)
+{
+	if (argc != 2)
+		return usage("board-get: BOARD KEY");
+	shmbus_board_t *b;
+	int rc = shmbus_board_open(argv[0], NULL, &b);
+	if (rc)
+		return die_rc(rc, "board-get");
+	char buf[1 << 16];
+	size_t n = 0;
+	uint64_t rev = 0;
+	rc = shmbus_board_get(b, argv[1], strlen(argv[1]), buf, sizeof buf, &n, &rev);
+	if (rc) {
+		shmbus_board_close(b);
+		return die_rc(rc, "board-get");
+	}
+	printf("%llu %.*s\n", (unsigned long long)rev, (int)n, buf);
+	shmbus_board_close(b);
+	return 0;
+}
+
+static int cmd_board_put(int argc, char **argv)
+{
+	if (argc != 3 && argc != 4)
+		return usage("board-put: BOARD KEY VALUE [COUNT]");
+	long count = argc == 4 ? atol(argv[3]) : 1;
+	shmbus_board_t *b;
+	int rc = shmbus_board_open(argv[0], NULL, &b);
+	if (rc)
+		return die_rc(rc, "board-put");
+	uint64_t rev = 0;
+	for (long i = 0; i < count; i++) {
+		rc = shmbus_board_put(b, argv[1], strlen(argv[1]), argv[2], strlen(argv[2]), &rev);
+		if (rc) {
+			shmbus_board_close(b);
+			return die_rc(rc, "board-put");
+		}
+	}
+	printf("%llu\n", (unsigned long long)rev);
+	shmbus_board_close(b);
+	return 0;
+}
+
 static int run(int argc, char **argv)
 {
 	crc_init();
@@ -817,6 +863,8 @@ static int run(int argc, char **argv)
 	if (!strcmp(cmd, "consume")) return cmd_consume(argc, argv);
 	if (!strcmp(cmd, "open-many")) return cmd_open_many(argc, argv);
 	if (!strcmp(cmd, "daemon-open")) return cmd_daemon_open(argc, argv);
+	if (!strcmp(cmd, "board-get")) return cmd_board_get(argc, argv);
+	if (!strcmp(cmd, "board-put")) return cmd_board_put(argc, argv);
 	fprintf(stderr, "%s: unknown command \"%s\" (see '%s help')\n", prog, cmd, prog);
 	return 2;
 }
