@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,11 +136,13 @@ func shmbusCommand(t *testing.T) string {
 	return bin
 }
 
+// goCommand is the go command on PATH, else the one of a standard
+// installation.
 func goCommand() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return "/usr/local/go/bin/go"
 }
 
 // worldDir makes a temporary directory that every user may enter (the
@@ -392,7 +393,6 @@ type sequence struct {
 	last map[[2]uint32]uint32       // (producer, priority) -> last seq
 	n    map[uint32]int             // producer -> messages expected
 	prio map[int]int                // priority -> messages
-	errs []string
 }
 
 func newSequence(expect map[uint32]int) *sequence {

@@ -327,7 +327,8 @@ func (a *app) boardLsCmd(bf *boardFlags) *cobra.Command {
 		Short: "List a board's keys, or the boards",
 		Long: `With NAME, list the keys of board NAME that have a value, sorted, with
 their revision, size and value (text values shortened to 40 characters).
-Without NAME, list the boards in the directory.`,
+Without NAME, list the boards in the directory. With --json, one object a
+line: {"name":...} for a board, or a key's entry as get --json prints it.`,
 		Args: boardArgs(0, 1, "at most one board name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -336,10 +337,13 @@ Without NAME, list the boards in the directory.`,
 					return err
 				}
 				if bf.json {
-					if names == nil {
-						names = []string{}
+					// One object a line, as ls --json lists buses.
+					for _, n := range names {
+						if err := a.printJSON(map[string]string{"name": n}); err != nil {
+							return err
+						}
 					}
-					return a.printJSON(names)
+					return nil
 				}
 				for _, n := range names {
 					fmt.Fprintln(a.stdout, n)
@@ -357,11 +361,13 @@ Without NAME, list the boards in the directory.`,
 			}
 			sort.Slice(es, func(i, j int) bool { return es[i].Key < es[j].Key })
 			if bf.json {
-				out := make([]boardJSON, 0, len(es))
+				// One object a line, as ls --json lists buses.
 				for _, e := range es {
-					out = append(out, entryJSON(e))
+					if err := a.printJSON(entryJSON(e)); err != nil {
+						return err
+					}
 				}
-				return a.printJSON(out)
+				return nil
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
 			fmt.Fprintln(w, "KEY\tREV\tSIZE\tVALUE")

@@ -227,23 +227,28 @@ type copyHeader struct {
 	flags uint32
 }
 
-const copyHeaderLen = layout.CopyData - layout.CopyRev
+// The copy header as bytes, offsets from its start (CopyRev).
+const (
+	copyHeaderLen = layout.CopyData - layout.CopyRev
+	hdrLen        = layout.CopyLen - layout.CopyRev
+	hdrFlags      = layout.CopyFlags - layout.CopyRev
+)
 
 func (cp copyWords) header() copyHeader {
 	var h [copyHeaderLen]byte
 	copyOut(h[:], cp.hdr)
 	return copyHeader{
-		rev:   binary.LittleEndian.Uint64(h[layout.CopyRev-layout.CopyRev:]),
-		len:   binary.LittleEndian.Uint32(h[layout.CopyLen-layout.CopyRev:]),
-		flags: binary.LittleEndian.Uint32(h[layout.CopyFlags-layout.CopyRev:]),
+		rev:   binary.LittleEndian.Uint64(h[:]),
+		len:   binary.LittleEndian.Uint32(h[hdrLen:]),
+		flags: binary.LittleEndian.Uint32(h[hdrFlags:]),
 	}
 }
 
 func (cp copyWords) setHeader(ch copyHeader) {
 	var h [copyHeaderLen]byte
-	binary.LittleEndian.PutUint64(h[layout.CopyRev-layout.CopyRev:], ch.rev)
-	binary.LittleEndian.PutUint32(h[layout.CopyLen-layout.CopyRev:], ch.len)
-	binary.LittleEndian.PutUint32(h[layout.CopyFlags-layout.CopyRev:], ch.flags)
+	binary.LittleEndian.PutUint64(h[:], ch.rev)
+	binary.LittleEndian.PutUint32(h[hdrLen:], ch.len)
+	binary.LittleEndian.PutUint32(h[hdrFlags:], ch.flags)
 	copyIn(cp.hdr, h[:])
 }
 

@@ -281,13 +281,3 @@ func (c *Client) NextEvent(timeout time.Duration) (Event, error) {
 	c.events = c.events[1:]
 	return ev, nil
 }
-
-// dialNoHello connects without saying HELLO (tests of the daemon's
-// handling of what comes first).
-func dialNoHello(path string) (*Client, error) {
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	return &Client{c: c}, nil
-}

@@ -201,13 +201,6 @@ type Message struct {
 	Data     []byte
 }
 
-func (m Message) encode() []byte {
-	var e enc
-	e.b = make([]byte, 0, 5+len(m.Data))
-	e.u8(m.Priority)
-	e.bytes(m.Data)
-	return e.b
-}
 
 func decodeMessage(p []byte) (m Message, err error) {
 	d := dec{b: p}

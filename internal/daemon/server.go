@@ -72,7 +72,6 @@ type Server struct {
 	metrics *metrics
 	rescan  chan struct{} // poked when a lease ends: scan peer tables now
 	wg      sync.WaitGroup
-	nextID  atomic.Uint64
 }
 
 // entry is a bus the daemon has open.
