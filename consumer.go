@@ -26,6 +26,9 @@ type Consumer struct {
 
 	lastRecover time.Time
 	emptyLooks  uint32 // lanes found empty by receives, for checkStuck
+
+	holds []laneHolds // messages Take left on the bus, per lane
+	held  int         // how many, over all lanes
 }
 
 // NewConsumer takes the bus's consumer role. It fails with ErrBusy while a
@@ -47,7 +50,7 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 			b.peers.release(slot)
 			return err
 		}
-		c = &Consumer{b: b, slot: slot, asm: newAssembler(b)}
+		c = &Consumer{b: b, slot: slot, asm: newAssembler(b), holds: make([]laneHolds, len(b.lanes))}
 		c.asm.load()
 		b.mu.Lock()
 		b.consumer = c
@@ -103,7 +106,7 @@ func (c *Consumer) check() error {
 // *ShortBufferError (wrapping ErrShortBuffer) saying the size needed, and
 // the message stays.
 func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
-	if err := c.check(); err != nil {
+	if err := c.checkNoHolds(); err != nil {
 		return 0, 0, err
 	}
 	defer c.b.exit()
@@ -121,7 +124,7 @@ func (c *Consumer) receive(buf []byte) (int, int, error) {
 			// Give back padding skipped on the way: left unreleased at the
 			// end of a lane it would count as used space, and a producer
 			// waiting for that room would wait for ever.
-			c.lanes[i].Release()
+			c.releaseFree(i)
 			c.checkStuck(i)
 			continue
 		}
@@ -152,6 +155,7 @@ func (c *Consumer) flush() {
 type message struct {
 	data []byte
 	lane int
+	slot int // the producer's peer slot
 	asm  *asm
 	pos  uint64 // ring position of its last (or only) record
 }
@@ -179,14 +183,14 @@ func (c *Consumer) next(i int) (message, error) {
 				c.asm.discard(i, slot) // its producer gave up on an earlier message
 			}
 			// Taken and not released before a crash: delivered again.
-			return message{data: p, lane: i, pos: pos}, nil
+			return message{data: p, lane: i, slot: slot, pos: pos}, nil
 		}
 		if older {
 			// A fragment already absorbed (or a message already delivered).
 			if x.delivered() {
 				c.asm.discard(i, slot)
 			}
-			c.skip(l)
+			c.skip(i)
 			continue
 		}
 		switch r.Flags & (layout.FragBegin | layout.FragEnd) {
@@ -222,16 +226,18 @@ func (c *Consumer) next(i int) (message, error) {
 			// Copied, not absorbed: the record stays until delivery, and
 			// copying it again after a crash writes the same bytes.
 			copy(x.data()[x.filled():], p)
-			return message{data: x.data(), lane: i, asm: x, pos: pos}, nil
+			return message{data: x.data(), lane: i, slot: slot, asm: x, pos: pos}, nil
 		}
-		c.skip(l)
+		c.skip(i)
 	}
 }
 
-// skip takes and releases the record at the read position of l.
-func (c *Consumer) skip(l *ring.Consumer) {
-	l.Next()
-	l.Release()
+// skip takes the record at the read position of lane i and releases it,
+// unless messages taken earlier in the lane are held (see Take): then it
+// is released with them.
+func (c *Consumer) skip(i int) {
+	c.lanes[i].Next()
+	c.releaseFree(i)
 }
 
 // take moves past m's last record (still to be released); for a
@@ -253,7 +259,7 @@ func (c *Consumer) finish(m message) {
 // Receive is TryReceive that waits for a message until ctx is done (its
 // error is returned) or the bus is closed (ErrClosed).
 func (c *Consumer) Receive(ctx context.Context, buf []byte) (n, prio int, err error) {
-	if err := c.check(); err != nil {
+	if err := c.checkNoHolds(); err != nil {
 		return 0, 0, err
 	}
 	defer c.b.exit()
@@ -275,7 +281,7 @@ func (c *Consumer) Receive(ctx context.Context, buf []byte) (n, prio int, err er
 // highest priority first, and releases them together: the zero-copy batch
 // receive. payload is valid only during the call and is shared memory.
 func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) {
-	if err := c.check(); err != nil {
+	if err := c.checkNoHolds(); err != nil {
 		return 0, err
 	}
 	defer c.b.exit()
@@ -394,8 +400,8 @@ func (c *Consumer) wrap(err error) error {
 // stay for the next consumer); the bus calls it when it closes with the
 // consumer still open.
 func (c *Consumer) abandon() {
-	for _, l := range c.lanes {
-		l.Release()
+	for i, l := range c.lanes {
+		c.releaseFree(i) // held messages stay for the next consumer
 		l.Flush()
 	}
 	c.asm.close()
@@ -403,7 +409,8 @@ func (c *Consumer) abandon() {
 }
 
 // Close gives back the consumer role and slot. Messages taken by Poll are
-// already released; nothing is lost.
+// already released; messages taken by Take and not released stay on the
+// bus for the next consumer; nothing is lost.
 func (c *Consumer) Close() error {
 	if c.closed.Swap(true) {
 		return nil
