@@ -65,12 +65,12 @@ type forwarder struct {
 	subjects []string
 	prios    []string // priority labels
 
-	window   []*pending // oldest first
-	bytes    int        // bytes of the messages in the window
-	scratch  []byte
-	chunk    int // payload bytes per NATS message
-	backoff  backoff
-	resend   bool
+	window  []*pending // oldest first
+	bytes   int        // bytes of the messages in the window
+	scratch []byte
+	chunk   int // payload bytes per NATS message
+	backoff backoff
+	resend  bool
 }
 
 func newForwarder(r Route, cfg *Config, m *Metrics, nc *nats.Conn, src Source) (*forwarder, error) {
