@@ -161,7 +161,7 @@ func (b *Bridge) routeOnce(ctx context.Context, r Route, nc *nats.Conn, bo *back
 		}
 		defer d.Close()
 		for {
-			err := d.setup(ctx)
+			err := d.setup(ctx, false)
 			if err == nil {
 				break
 			}

@@ -154,7 +154,7 @@ type Config struct {
 	DeadLetter string        // subject of messages a stream->bus route cannot deliver
 	Window     int           // bus->stream: messages published and not yet acknowledged, at most
 	WindowSize int           // bus->stream: their bytes, at most
-	Fetch      int           // stream->bus: messages asked for at once
+	FetchSize  int           // stream->bus: bytes asked for at once (at least twice the server's max_payload)
 	AckWait    time.Duration // stream->bus: JetStream redelivers what is not acknowledged in this time
 	AckTimeout time.Duration // bus->stream: an acknowledgement not back in this time is a failure
 	Duplicates time.Duration // duplicate window of the streams the bridge creates
@@ -168,7 +168,7 @@ const (
 	DefaultDeadLetter = "shmbus.deadletter"
 	DefaultWindow     = 512
 	DefaultWindowSize = 32 << 20
-	DefaultFetch      = 64
+	DefaultFetchSize  = 8 << 20
 	DefaultAckWait    = 30 * time.Second
 	DefaultAckTimeout = 5 * time.Second
 	DefaultDuplicates = 2 * time.Minute
@@ -187,8 +187,8 @@ func (c *Config) setDefaults() {
 	if c.WindowSize <= 0 {
 		c.WindowSize = DefaultWindowSize
 	}
-	if c.Fetch <= 0 {
-		c.Fetch = DefaultFetch
+	if c.FetchSize <= 0 {
+		c.FetchSize = DefaultFetchSize
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = DefaultAckWait

@@ -19,8 +19,8 @@ import (
 
 // A stream->bus route.
 //
-// A durable pull consumer (AckExplicit) fetches at most Fetch messages at
-// a time; each is sent to the bus, and acknowledged only after Send
+// A durable pull consumer (AckExplicit) fetches at most FetchSize bytes at
+// a time; each message is sent to the bus, and acknowledged only after Send
 // returned. Send blocks while the bus's lane is full, and nothing is
 // fetched meanwhile: the route holds at most one batch (plus the chunks of
 // one message being reassembled), never a growing buffer. Messages are
@@ -35,7 +35,9 @@ import (
 // consumer's acknowledgement floor and, if anything was delivered and not
 // acknowledged, makes the consumer again from the first sequence not sent.
 // Messages at or below the state file's sequence are acknowledged and not
-// sent again. What remains is the moment between a Send and the write of
+// sent again. The same remaking happens when a delivery goes missing (the
+// consumer sequence skips one: a message dropped on the way, which
+// JetStream would redeliver only after AckWait, out of order). What remains is the moment between a Send and the write of
 // the state file: a bridge killed there sends that one message twice.
 //
 // A message the route cannot deliver (no or bad shmbus headers, a priority
@@ -59,15 +61,17 @@ type deliverer struct {
 	dlJS            jetstream.JetStream // nil: dead letters go out as core NATS messages
 	state           *os.File
 	floor           uint64 // stream sequence of the last message sent to the bus
+	cseq            uint64 // consumer sequence of the last delivery
 	part            *partial
 }
 
 // partial is a chunked message being reassembled.
 type partial struct {
-	f    frame
-	buf  []byte
-	next int
-	msgs []jetstream.Msg
+	f       frame
+	buf     []byte
+	next    int
+	msgs    []jetstream.Msg
+	touched time.Time // when JetStream was last told the chunks are in progress
 }
 
 func openDeliverer(r Route, cfg *Config, m *Metrics, nc *nats.Conn) (*deliverer, error) {
@@ -128,7 +132,7 @@ func busDir(dir string) string {
 
 // setup finds the stream and makes (or remakes) the durable consumer so
 // that its next delivery is the first message not yet sent to the bus.
-func (d *deliverer) setup(ctx context.Context) error {
+func (d *deliverer) setup(ctx context.Context, remake bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var err error
@@ -152,7 +156,7 @@ func (d *deliverer) setup(ctx context.Context) error {
 	if err == nil {
 		info := c.CachedInfo()
 		start = max(start, info.AckFloor.Stream)
-		if info.NumAckPending == 0 && info.Delivered.Stream <= start {
+		if !remake && info.NumAckPending == 0 && info.Delivered.Stream <= start {
 			d.cons = c
 			return nil
 		}
@@ -169,31 +173,46 @@ func (d *deliverer) setup(ctx context.Context) error {
 		FilterSubject: d.r.Subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       d.cfg.AckWait,
-		MaxAckPending: d.cfg.Fetch + d.bus.MaxMessage()/chunkSize(d.nc) + 64,
+		MaxAckPending: 4096 + d.bus.MaxMessage()/chunkSize(d.nc),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	if start > 0 {
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start+1
 	}
 	d.cons, err = st.CreateOrUpdateConsumer(ctx, cc)
+	d.cseq, d.part = 0, nil
 	return err
 }
+
+// errGap is a delivery that went missing.
+var errGap = errors.New("a delivery went missing")
 
 // run fetches and delivers until ctx is done.
 func (d *deliverer) run(ctx context.Context) error {
 	var bo backoff
 	for ctx.Err() == nil {
-		batch, err := d.cons.Fetch(d.cfg.Fetch, jetstream.FetchMaxWait(time.Second))
+		size := max(d.cfg.FetchSize, 2*int(d.nc.MaxPayload()))
+		batch, err := d.cons.FetchBytes(size, jetstream.FetchMaxWait(time.Second))
 		if err == nil {
 			for msg := range batch.Messages() {
-				if err := d.handle(ctx, msg); err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
-					return err
-				}
+				if err == nil {
+					err = d.handle(ctx, msg)
+				} // else drain the batch: its messages come again
 			}
-			err = batch.Error()
+			if err == nil {
+				err = batch.Error()
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errGap) {
+			d.m.Errors.WithLabelValues(d.r.Text, "gap").Inc()
+			d.cfg.Logf("route %s: %v; resuming after stream sequence %d", d.r.Text, err, d.floor)
+			if err := d.setup(ctx, true); err != nil {
+				return err
+			}
+			continue
 		}
 		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			d.m.Errors.WithLabelValues(d.r.Text, "fetch").Inc()
@@ -215,6 +234,10 @@ func (d *deliverer) handle(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	seq := meta.Sequence.Stream
+	if d.cseq != 0 && meta.Sequence.Consumer != d.cseq+1 {
+		return fmt.Errorf("%w: consumer sequence %d after %d", errGap, meta.Sequence.Consumer, d.cseq)
+	}
+	d.cseq = meta.Sequence.Consumer
 	if meta.NumDelivered > 1 {
 		d.m.Redelivered.WithLabelValues(d.r.Text).Inc()
 	}
@@ -227,7 +250,9 @@ func (d *deliverer) handle(ctx context.Context, msg jetstream.Msg) error {
 		return d.deadLetter(ctx, []jetstream.Msg{msg}, "headers", err)
 	}
 	if f.size > d.bus.MaxMessage() {
-		d.m.Refused.WithLabelValues(d.r.Text).Inc()
+		if f.index == 0 {
+			d.m.Refused.WithLabelValues(d.r.Text).Inc() // a message, not each chunk
+		}
 		return d.deadLetter(ctx, []jetstream.Msg{msg}, "too-large",
 			fmt.Errorf("message of %d bytes, bus %q takes at most %d", f.size, d.bus.Name(), d.bus.MaxMessage()))
 	}
@@ -247,7 +272,7 @@ func (d *deliverer) handle(ctx context.Context, msg jetstream.Msg) error {
 		if f.index != 0 {
 			return d.deadLetter(ctx, []jetstream.Msg{msg}, "incomplete", fmt.Errorf("chunk %d of %d of message %s without its first", f.index, f.count, f.message))
 		}
-		d.part = &partial{f: f, buf: make([]byte, 0, f.size)}
+		d.part = &partial{f: f, buf: make([]byte, 0, f.size), touched: time.Now()}
 	}
 	p := d.part
 	if len(p.buf)+len(msg.Data()) > p.f.size || f.count != p.f.count || f.size != p.f.size {
@@ -258,6 +283,14 @@ func (d *deliverer) handle(ctx context.Context, msg jetstream.Msg) error {
 	p.msgs = append(p.msgs, msg)
 	p.next++
 	if p.next < p.f.count {
+		if time.Since(p.touched) > d.cfg.AckWait/4 {
+			// Held chunks are acknowledged with the whole message; keep
+			// JetStream from redelivering them meanwhile.
+			for _, m := range p.msgs {
+				m.InProgress()
+			}
+			p.touched = time.Now()
+		}
 		return nil
 	}
 	d.part = nil
