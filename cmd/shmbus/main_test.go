@@ -101,13 +101,14 @@ func TestScripts(t *testing.T) {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"asuser":    cmdAsUser,
-			"randfile":  cmdRandFile,
-			"poke":      cmdPoke,
-			"waitpeer":  cmdWaitPeer,
-			"waitempty": cmdWaitEmpty,
-			"jsonvalid": cmdJSONValid,
-			"trimnl":    cmdTrimNL,
+			"asuser":     cmdAsUser,
+			"randfile":   cmdRandFile,
+			"poke":       cmdPoke,
+			"waitpeer":   cmdWaitPeer,
+			"waitempty":  cmdWaitEmpty,
+			"jsonvalid":  cmdJSONValid,
+			"trimnl":     cmdTrimNL,
+			"natsserver": cmdNatsServer,
 		},
 	})
 }

@@ -196,6 +196,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.soakCmd(),
 		a.benchCmd(),
 		a.daemonCmd(),
+		a.bridgeCmd(),
 		a.versionCmd(),
 	)
 	return root
