@@ -105,7 +105,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 		wg.Go(func() { b.runRoute(ctx, r, nc) })
 	}
 	wg.Wait()
-	nc.Flush() // acknowledgements of the last deliveries
+	if nc.IsConnected() {
+		nc.FlushTimeout(time.Second) // acknowledgements of the last deliveries
+	}
 	return nil
 }
 

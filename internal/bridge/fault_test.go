@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/shmbus/shmbus"
@@ -247,3 +249,75 @@ func TestBridgeKilled(t *testing.T) {
 }
 
 func metric(c prometheus.Collector) float64 { return promtest.ToFloat64(c) }
+
+// TestStreamMaxMsgSize: a stream whose max_msg_size is smaller than the
+// messages gets them in chunks that fit it, whole and in order.
+func TestStreamMaxMsgSize(t *testing.T) {
+	ns := startServer(t, false)
+	nc, js := ns.connect()
+	ctx := context.Background()
+	cfg := streamConfig("SMALL", "small.*")
+	cfg.MaxMsgSize = 8192
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	a := newBus(t, &shmbus.Options{Priorities: 1})
+	b := newBus(t, &shmbus.Options{Priorities: 1})
+	sent := sendAll(t, a, 30, 20000)
+	br, _ := runBridge(t, ns, "bus:"+a.Name()+"->stream:small.{priority}", "stream:small.*->bus:"+b.Name())
+	c := newTally()
+	receiveAll(t, b, c, 30, 200*time.Millisecond)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	c.check(t, 30, 0)
+	if got := metric(br.Metrics().Refused.WithLabelValues(br.cfg.Routes[0].Text)); got != 0 {
+		t.Fatalf("%v refusals", got)
+	}
+	_ = nc
+}
+
+// TestAuth: the bridge authenticates with the credentials of its Config
+// (the command takes them from files and the environment); with wrong
+// ones it connects to nothing and the bus keeps its messages.
+func TestAuth(t *testing.T) {
+	// Over TCP: an in-process connection refused at CONNECT blocks the
+	// client until its write timeout.
+	port := freePort(t)
+	o := &server.Options{JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, Host: "127.0.0.1", Port: port,
+		Username: "bridge", Password: "s3cret"}
+	s, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(20 * time.Second) {
+		t.Fatal("not ready")
+	}
+	defer s.Shutdown()
+	a := newBus(t, &shmbus.Options{Priorities: 1})
+	if err := <-sendAll(t, a, 10, 32); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := ParseRoute("bus:" + a.Name() + "->stream:auth.{priority}")
+	run := func(auth Auth) *Bridge {
+		b, err := New(Config{Routes: []Route{r}, Auth: auth, Server: fmt.Sprintf("nats://127.0.0.1:%d", port), Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := b.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	wrong := run(Auth{User: "bridge", Password: "guess"})
+	if metric(wrong.Metrics().Messages.WithLabelValues(r.Text, "0")) != 0 {
+		t.Fatal("forwarded with a wrong password")
+	}
+	right := run(Auth{User: "bridge", Password: "s3cret"})
+	if got := metric(right.Metrics().Messages.WithLabelValues(r.Text, "0")); got != 10 {
+		t.Fatalf("forwarded %v with the right password, want 10", got)
+	}
+}

@@ -69,6 +69,7 @@ type forwarder struct {
 	bytes   int        // bytes of the messages in the window
 	scratch []byte
 	chunk   int // payload bytes per NATS message
+	maxMsg  int // the stream's max_msg_size (<= 0: none)
 	backoff backoff
 	resend  bool
 }
@@ -92,7 +93,17 @@ func newForwarder(r Route, cfg *Config, m *Metrics, nc *nats.Conn, src Source) (
 func (f *forwarder) ensureStream(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := f.js.StreamNameBySubject(ctx, f.subjects[0]); err == nil {
+	if name, err := f.js.StreamNameBySubject(ctx, f.subjects[0]); err == nil {
+		st, err := f.js.Stream(ctx, name)
+		if err != nil {
+			return err
+		}
+		// Chunks fit the stream's own limit too, so that the stream never
+		// refuses a message for its size.
+		f.maxMsg = int(st.CachedInfo().Config.MaxMsgSize)
+		if f.maxMsg > 0 && f.maxMsg <= 2*streamHeadroom {
+			return fmt.Errorf("stream %s: max_msg_size %d leaves no room for a chunk", name, f.maxMsg)
+		}
 		return nil
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return err
@@ -146,8 +157,8 @@ func (f *forwarder) run(ctx context.Context) error {
 				return fmt.Errorf("bus %q held with nothing in flight", f.src.Name())
 			}
 			t, err = f.src.Take(ctx, f.scratch)
-			if ctx.Err() != nil {
-				continue
+			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+				continue // the bus's own timer may see the deadline first
 			}
 		}
 		var sb *shmbus.ShortBufferError
@@ -176,6 +187,9 @@ func (f *forwarder) publish(t shmbus.Taken, data []byte) {
 		}
 	}
 	f.chunk = chunkSize(f.nc)
+	if f.maxMsg > 0 {
+		f.chunk = min(f.chunk, f.maxMsg-streamHeadroom)
+	}
 	n := 1
 	if len(data) > f.chunk {
 		n = (len(data) + f.chunk - 1) / f.chunk
@@ -252,6 +266,13 @@ func (f *forwarder) settle(ctx context.Context, p *pending, block bool) {
 		}
 	case err := <-p.fut.Err():
 		p.state, p.err = failed, err
+		var api *jetstream.APIError
+		if errors.As(err, &api) {
+			// The server refused this message (too large for the stream,
+			// the stream full, ...): it stays on the bus, and is offered
+			// again after each back-off until the limit changes.
+			f.m.Refused.WithLabelValues(f.r.Text).Inc()
+		}
 		f.fail(err)
 	case <-done:
 	}
@@ -356,8 +377,13 @@ func expandWild(tmpl, bus string) string {
 	return expand(replaceAll(tmpl, "{priority}", "*"), bus, 0)
 }
 
-// headroom is what a chunk leaves of the server's max_payload for headers.
-const headroom = 4 << 10
+// headroom is what a chunk leaves of the server's max_payload for headers;
+// streamHeadroom what it leaves of a stream's max_msg_size (the headers are
+// a few hundred bytes).
+const (
+	headroom       = 4 << 10
+	streamHeadroom = 1 << 10
+)
 
 // chunkSize is the payload of one NATS message: the server's max_payload
 // less room for the headers (1 MiB's worth before the first connection).
