@@ -176,16 +176,8 @@ func (f *forwarder) run(ctx context.Context) error {
 
 // publish sends message t (data) as one NATS message or as chunks.
 func (f *forwarder) publish(t shmbus.Taken, data []byte) {
-	id := fmt.Sprintf("%s.%d.%x", f.src.Identity(), t.Priority, t.Position)
+	id := f.src.Identity() + "." + f.prios[t.Priority] + "." + strconv.FormatUint(t.Position, 16)
 	subj := f.subjects[t.Priority]
-	base := func() nats.Header {
-		return nats.Header{
-			HdrPriority: {f.prios[t.Priority]},
-			HdrProducer: {fmt.Sprintf("%d/%d", t.Producer, t.ProducerPID)},
-			HdrBus:      {f.src.Name()},
-			HdrCRC:      {fmt.Sprintf("%08x", checksum(data))},
-		}
-	}
 	f.chunk = chunkSize(f.nc)
 	if f.maxMsg > 0 {
 		f.chunk = min(f.chunk, f.maxMsg-streamHeadroom)
@@ -194,8 +186,16 @@ func (f *forwarder) publish(t shmbus.Taken, data []byte) {
 	if len(data) > f.chunk {
 		n = (len(data) + f.chunk - 1) / f.chunk
 	}
+	// Headers are stored with every message: small messages carry only
+	// what the far side needs (the stream has its own checksums; chunks
+	// carry the whole message's, checked after reassembly).
+	producer := strconv.Itoa(t.Producer) + "/" + strconv.Itoa(t.ProducerPID)
+	crc := ""
+	if n > 1 {
+		crc = fmt.Sprintf("%08x", checksum(data))
+	}
 	for k := 0; k < n; k++ {
-		h := base()
+		h := nats.Header{HdrPriority: {f.prios[t.Priority]}, HdrProducer: {producer}}
 		p := &pending{prio: t.Priority, pos: t.Position, last: k == n-1}
 		if n == 1 {
 			h.Set(HdrMsgID, id)
@@ -203,6 +203,8 @@ func (f *forwarder) publish(t shmbus.Taken, data []byte) {
 		} else {
 			h.Set(HdrMsgID, id+"."+strconv.Itoa(k))
 			h.Set(HdrMessage, id)
+			h.Set(HdrBus, f.src.Name())
+			h.Set(HdrCRC, crc)
 			h.Set(HdrChunk, fmt.Sprintf("%d/%d", k, n))
 			h.Set(HdrSize, strconv.Itoa(len(data)))
 			end := min((k+1)*f.chunk, len(data))
@@ -227,7 +229,7 @@ func (f *forwarder) send(p *pending) {
 		f.m.Redelivered.WithLabelValues(f.r.Text).Inc()
 	}
 	p.tries++
-	fut, err := f.js.PublishMsgAsync(p.msg)
+	fut, err := f.js.PublishMsgAsync(p.msg, jetstream.WithStallWait(f.cfg.AckTimeout))
 	if err != nil {
 		p.state, p.err, p.fut = failed, err, nil
 		f.fail(p.err)

@@ -16,9 +16,9 @@ const (
 	HdrMsgID    = "Nats-Msg-Id"
 	HdrPriority = "Shmbus-Priority" // decimal priority on the source bus
 	HdrProducer = "Shmbus-Producer" // SLOT/PID of the producer on the source bus
-	HdrBus      = "Shmbus-Bus"      // the source bus's name
-	HdrSize     = "Shmbus-Size"     // the whole message's size
-	HdrCRC      = "Shmbus-Crc32c"   // CRC-32C (Castagnoli) of the whole message, 8 hex digits
+	HdrBus      = "Shmbus-Bus"      // on chunks: the source bus's name
+	HdrSize     = "Shmbus-Size"     // on chunks: the whole message's size
+	HdrCRC      = "Shmbus-Crc32c"   // on chunks (optional otherwise): CRC-32C (Castagnoli) of the whole message, 8 hex digits
 	HdrChunk    = "Shmbus-Chunk"    // INDEX/COUNT, on messages in more than one chunk
 	HdrMessage  = "Shmbus-Message"  // the id shared by the chunks of one message
 	HdrError    = "Shmbus-Error"    // on a dead letter: why the message was not delivered
