@@ -88,7 +88,7 @@ func parseFrame(h nats.Header, n, prios int) (frame, error) {
 	if f.message = h.Get(HdrMessage); f.message == "" {
 		return f, fmt.Errorf("%w: a chunk without %s", ErrHeaders, HdrMessage)
 	}
-	if h.Get(HdrSize) == "" || n > f.size {
+	if h.Get(HdrSize) == "" || n > f.size || c == 1 && n != f.size {
 		return f, fmt.Errorf("%w: chunk of %d bytes of a message of %d", ErrHeaders, n, f.size)
 	}
 	return f, nil

@@ -29,9 +29,16 @@ import (
 const roleEnv = "SHMBUS_TEST_ROLE"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(roleEnv) == "bridge" {
+	switch os.Getenv(roleEnv) {
+	case "bridge":
 		if err := childBridge(); err != nil {
 			fmt.Fprintln(os.Stderr, "bridge:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case "natsserver":
+		if err := childServer(); err != nil {
+			fmt.Fprintln(os.Stderr, "nats-server:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)
@@ -65,6 +72,35 @@ func childBridge() error {
 		return err
 	}
 	return b.Run(ctx)
+}
+
+// childServer runs a nats-server (the module's, linked into this test
+// binary) with JetStream, listening on SHMBUS_LISTEN (host:port) and
+// storing in SHMBUS_STORE, until SIGTERM.
+func childServer() error {
+	host, port, err := net.SplitHostPort(os.Getenv("SHMBUS_LISTEN"))
+	if err != nil {
+		return err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return err
+	}
+	s, err := server.NewServer(&server.Options{Host: host, Port: p, JetStream: true, StoreDir: os.Getenv("SHMBUS_STORE"), NoLog: true})
+	if err != nil {
+		return err
+	}
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		return errors.New("not ready")
+	}
+	fmt.Println("ready")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	s.Shutdown()
+	s.WaitForShutdown()
+	return nil
 }
 
 // natsServer is an embedded nats-server with JetStream and a file store.
