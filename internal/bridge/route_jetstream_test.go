@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,6 +56,11 @@ func TestBusToStream(t *testing.T) {
 	}
 	if sum != n {
 		t.Fatalf("forwarded messages metric %v, want %d", sum, n)
+	}
+	rec := httptest.NewRecorder()
+	br.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := fmt.Sprintf(`shmbus_bridge_acks_total{route=%q} %d`, route, n); !strings.Contains(rec.Body.String(), want) {
+		t.Fatalf("metrics page lacks %s", want)
 	}
 }
 
