@@ -166,3 +166,49 @@ func BenchmarkRequestReply(b *testing.B) {
 	b.ReportMetric(float64(h.ValueAtQuantile(50)), "p50-ns")
 	b.ReportMetric(float64(h.ValueAtQuantile(99)), "p99-ns")
 }
+
+// BenchmarkJetStreamRoundTrip is the bridge's round trip without the
+// bridge: a nats.go publish into a stream and a durable pull consumer
+// receiving it, to show what JetStream itself costs.
+func BenchmarkJetStreamRoundTrip(b *testing.B) {
+	ns := startServer(b, false)
+	_, js := ns.connect()
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, streamConfig("JRT", "jrt.*"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer it.Stop()
+	msg := make([]byte, 64)
+	h := hdrhistogram.New(1, int64(10*time.Second), 3)
+	roundTrip := func() {
+		t0 := time.Now()
+		if _, err := js.PublishAsync("jrt.0", msg); err != nil {
+			b.Fatal(err)
+		}
+		m, err := it.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Ack()
+		h.RecordValue(int64(time.Since(t0)))
+	}
+	for i := 0; i < 100; i++ {
+		roundTrip()
+	}
+	h.Reset()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		roundTrip()
+	}
+	b.ReportMetric(float64(h.ValueAtQuantile(50)), "p50-ns")
+	b.ReportMetric(float64(h.ValueAtQuantile(99)), "p99-ns")
+}
