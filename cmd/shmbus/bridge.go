@@ -132,7 +132,7 @@ func (a *app) bridgeCmd() *cobra.Command {
 	f.StringVar(&cfg.DeadLetter, "dead-letter", bridge.DefaultDeadLetter, "subject for messages a route cannot deliver")
 	f.IntVar(&cfg.Window, "window", bridge.DefaultWindow, "bus->stream: at most `N` NATS messages published and not yet acknowledged")
 	f.Var(sizeValue{&cfg.WindowSize}, "window-size", "bus->stream: at most this many bytes of messages in flight (default 32MiB)")
-	f.Var(sizeValue{&cfg.FetchSize}, "fetch-size", "stream->bus: bytes fetched at once (default 8MiB)")
+	f.Var(sizeValue{&cfg.FetchSize}, "fetch-size", "stream->bus: at most this many bytes pulled ahead of the bus (default 8MiB)")
 	f.DurationVar(&cfg.AckWait, "ack-wait", bridge.DefaultAckWait, "stream->bus: JetStream redelivers what is not acknowledged in this time")
 	f.DurationVar(&cfg.AckTimeout, "ack-timeout", bridge.DefaultAckTimeout, "bus->stream: an acknowledgement not back in this time means publishing again")
 	f.DurationVar(&cfg.Duplicates, "duplicates", bridge.DefaultDuplicates, "duplicate window of the streams the bridge makes (longer than a bridge restart takes)")

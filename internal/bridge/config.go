@@ -154,7 +154,7 @@ type Config struct {
 	DeadLetter string        // subject of messages a stream->bus route cannot deliver
 	Window     int           // bus->stream: messages published and not yet acknowledged, at most
 	WindowSize int           // bus->stream: their bytes, at most
-	FetchSize  int           // stream->bus: bytes asked for at once (at least twice the server's max_payload)
+	FetchSize  int           // stream->bus: bytes pulled ahead of the bus, at most (at least twice the server's max_payload)
 	AckWait    time.Duration // stream->bus: JetStream redelivers what is not acknowledged in this time
 	AckTimeout time.Duration // bus->stream: an acknowledgement not back in this time is a failure
 	Duplicates time.Duration // duplicate window of the streams the bridge creates

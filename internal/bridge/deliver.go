@@ -19,8 +19,8 @@ import (
 
 // A stream->bus route.
 //
-// A durable pull consumer (AckExplicit) fetches at most FetchSize bytes at
-// a time; each message is sent to the bus, and acknowledged only after Send
+// A durable pull consumer (AckExplicit) is read through an iterator that
+// pulls at most FetchSize bytes ahead; each message is sent to the bus, and acknowledged only after Send
 // returned. Send blocks while the bus's lane is full, and nothing is
 // fetched meanwhile: the route holds at most one batch (plus the chunks of
 // one message being reassembled), never a growing buffer. Messages are
@@ -187,42 +187,37 @@ func (d *deliverer) setup(ctx context.Context, remake bool) error {
 // errGap is a delivery that went missing.
 var errGap = errors.New("a delivery went missing")
 
-// run fetches and delivers until ctx is done.
+// run fetches and delivers until ctx is done. The iterator pulls ahead
+// at most FetchSize bytes (at least twice the server's max_payload) and
+// pulls more only as messages are taken from it: while Send waits for room
+// in the bus, nothing more comes.
 func (d *deliverer) run(ctx context.Context) error {
-	var bo backoff
 	for ctx.Err() == nil {
 		size := max(d.cfg.FetchSize, 2*int(d.nc.MaxPayload()))
-		batch, err := d.cons.FetchBytes(size, jetstream.FetchMaxWait(time.Second))
-		if err == nil {
-			for msg := range batch.Messages() {
-				if err == nil {
-					err = d.handle(ctx, msg)
-				} // else drain the batch: its messages come again
-			}
-			if err == nil {
-				err = batch.Error()
+		it, err := d.cons.Messages(jetstream.PullMaxBytes(size))
+		if err != nil {
+			return err
+		}
+		stop := context.AfterFunc(ctx, it.Stop)
+		for err == nil {
+			var msg jetstream.Msg
+			if msg, err = it.Next(); err == nil {
+				err = d.handle(ctx, msg)
 			}
 		}
+		stop()
+		it.Stop()
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errGap) {
-			d.m.Errors.WithLabelValues(d.r.Text, "gap").Inc()
-			d.cfg.Logf("route %s: %v; resuming after stream sequence %d", d.r.Text, err, d.floor)
-			if err := d.setup(ctx, true); err != nil {
-				return err
-			}
-			continue
+		if !errors.Is(err, errGap) {
+			return err
 		}
-		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			d.m.Errors.WithLabelValues(d.r.Text, "fetch").Inc()
-			if bo.d == 0 {
-				d.cfg.Logf("route %s: fetch: %v (retrying)", d.r.Text, err)
-			}
-			bo.sleep(ctx)
-			continue
+		d.m.Errors.WithLabelValues(d.r.Text, "gap").Inc()
+		d.cfg.Logf("route %s: %v; resuming after stream sequence %d", d.r.Text, err, d.floor)
+		if err := d.setup(ctx, true); err != nil {
+			return err
 		}
-		bo.reset()
 	}
 	return nil
 }
