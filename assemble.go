@@ -74,6 +74,7 @@ type asm struct {
 	b          []byte
 	lane, slot int
 	total      uint64
+	held       bool // delivered by Take and not yet released: collect leaves it
 }
 
 func (x *asm) u64(off int) uint64       { return binary.LittleEndian.Uint64(x.b[off:]) }
@@ -367,7 +368,7 @@ func (a *assembler) remove(x *asm) {
 func (a *assembler) collect(lane int, drained func() bool) {
 	for _, m := range []map[[2]int]*asm{a.parts, a.spare} {
 		for k, x := range m {
-			if k[0] != lane {
+			if k[0] != lane || x.held {
 				continue
 			}
 			if owner := a.b.peers.owner(x.slot).Load(); owner != x.tag() || a.b.peers.State(x.slot) == ring.PeerDead {

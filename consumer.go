@@ -29,8 +29,8 @@ type Consumer struct {
 	lastRecover time.Time
 	emptyLooks  uint32 // lanes found empty by receives, for checkStuck
 
-	peeked    message // returned by the last Peek and not yet released
-	hasPeeked bool
+	holds []laneHolds // messages Take left on the bus, per lane
+	held  int         // how many, over all lanes
 }
 
 // NewConsumer takes the bus's consumer role. It fails with ErrBusy while a
@@ -52,7 +52,7 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 			b.peers.release(slot)
 			return err
 		}
-		c = &Consumer{b: b, slot: slot, asm: newAssembler(b)}
+		c = &Consumer{b: b, slot: slot, asm: newAssembler(b), holds: make([]laneHolds, len(b.lanes))}
 		c.asm.load()
 		b.mu.Lock()
 		b.consumer = c
@@ -108,7 +108,7 @@ func (c *Consumer) check() error {
 // *ShortBufferError (wrapping ErrShortBuffer) saying the size needed, and
 // the message stays.
 func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
-	if err := c.check(); err != nil {
+	if err := c.checkNoHolds(); err != nil {
 		return 0, 0, err
 	}
 	defer c.b.exit()
@@ -119,72 +119,16 @@ func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
 	return n, prio, c.wrap(err)
 }
 
-// TryPeek copies the next message into buf like TryReceive, but leaves it
-// on the bus until Release: for a caller that must hand the message on (a
-// write to a file or a socket) before it may leave the bus. Until Release,
-// every receive, peek or poll finds it again (unless a more urgent message
-// came meanwhile), and a consumer that closes or dies first leaves it to
-// the next consumer.
-func (c *Consumer) TryPeek(buf []byte) (n, prio int, err error) {
-	if err := c.check(); err != nil {
-		return 0, 0, err
-	}
-	defer c.b.exit()
-	err = segment.Guard(func() error {
-		n, prio, _, err = c.receiveKeep(buf, true)
-		return err
-	})
-	return n, prio, c.wrap(err)
-}
-
-// Peek is TryPeek that waits for a message as Receive does.
-func (c *Consumer) Peek(ctx context.Context, buf []byte) (n, prio int, err error) {
-	n, prio, _, err = c.await(ctx, buf, true)
-	return n, prio, err
-}
-
-// Release takes the message the last TryPeek or Peek returned off the bus.
-// With no such message (none was peeked, or a receive came since) it does
-// nothing.
-func (c *Consumer) Release() error {
-	if err := c.check(); err != nil {
-		return err
-	}
-	defer c.b.exit()
-	err := segment.Guard(func() error {
-		if !c.hasPeeked {
-			return nil
-		}
-		m := c.peeked
-		c.peeked, c.hasPeeked = message{}, false
-		c.take(m)
-		c.lanes[m.lane].Release()
-		c.finish(m)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("bus %q: release: %w", c.b.name, err)
-	}
-	return nil
-}
-
 // receive takes the next message into buf; it returns its size, priority
 // and the peer slot of its producer.
 func (c *Consumer) receive(buf []byte) (int, int, int, error) {
-	return c.receiveKeep(buf, false)
-}
-
-// receiveKeep is receive that, with keep, leaves the message on the bus
-// and remembers it for Release.
-func (c *Consumer) receiveKeep(buf []byte, keep bool) (int, int, int, error) {
-	c.peeked, c.hasPeeked = message{}, false
 	for i := len(c.lanes) - 1; i >= 0; i-- {
 		m, err := c.next(i)
 		if err == ring.ErrEmpty {
 			// Give back padding skipped on the way: left unreleased at the
 			// end of a lane it would count as used space, and a producer
 			// waiting for that room would wait for ever.
-			c.lanes[i].Release()
+			c.releaseFree(i)
 			c.checkStuck(i)
 			continue
 		}
@@ -195,10 +139,6 @@ func (c *Consumer) receiveKeep(buf []byte, keep bool) (int, int, int, error) {
 			return 0, i, 0, &ShortBufferError{Need: len(m.data), Have: len(buf)}
 		}
 		n := copy(buf, m.data)
-		if keep {
-			c.peeked, c.hasPeeked = m, true
-			return n, i, m.producer, nil
-		}
 		c.take(m)
 		c.lanes[i].Release()
 		c.finish(m)
@@ -255,7 +195,7 @@ func (c *Consumer) next(i int) (message, error) {
 			if x.delivered() {
 				c.asm.discard(i, slot)
 			}
-			c.skip(l)
+			c.skip(i)
 			continue
 		}
 		switch r.Flags & (layout.FragBegin | layout.FragEnd) {
@@ -273,7 +213,7 @@ func (c *Consumer) next(i int) (message, error) {
 				// Nowhere to keep it: skip the first fragment, so the
 				// rest are orphans, dropped as they come, and the lane
 				// moves on.
-				c.skip(l)
+				c.skip(i)
 				layout.Word64(c.b.seg, layout.OffDropped).Add(1)
 				return message{}, fmt.Errorf("%w: priority %d, %d bytes from producer slot %d (pid %d): %w",
 					ErrDropped, i, total, slot, owner>>32, err)
@@ -300,14 +240,16 @@ func (c *Consumer) next(i int) (message, error) {
 			copy(x.data()[x.filled():], p)
 			return message{data: x.data(), lane: i, asm: x, pos: pos, producer: slot}, nil
 		}
-		c.skip(l)
+		c.skip(i)
 	}
 }
 
-// skip takes and releases the record at the read position of l.
-func (c *Consumer) skip(l *ring.Consumer) {
-	l.Next()
-	l.Release()
+// skip takes the record at the read position of lane i and releases it,
+// unless messages taken earlier in the lane are held (see Take): then it
+// is released with them.
+func (c *Consumer) skip(i int) {
+	c.lanes[i].Next()
+	c.releaseFree(i)
 }
 
 // take moves past m's last record (still to be released); for a
@@ -336,18 +278,13 @@ func (c *Consumer) Receive(ctx context.Context, buf []byte) (n, prio int, err er
 // receiveFrom is Receive that also says which peer slot the message's
 // producer held.
 func (c *Consumer) receiveFrom(ctx context.Context, buf []byte) (n, prio, slot int, err error) {
-	return c.await(ctx, buf, false)
-}
-
-// await is receiveKeep that waits for a message.
-func (c *Consumer) await(ctx context.Context, buf []byte, keep bool) (n, prio, slot int, err error) {
-	if err := c.check(); err != nil {
+	if err := c.checkNoHolds(); err != nil {
 		return 0, 0, 0, err
 	}
 	defer c.b.exit()
 	err = segment.Guard(func() error {
 		for {
-			n, prio, slot, err = c.receiveKeep(buf, keep)
+			n, prio, slot, err = c.receive(buf)
 			if err != ErrEmpty {
 				return err
 			}
@@ -363,11 +300,10 @@ func (c *Consumer) await(ctx context.Context, buf []byte, keep bool) (n, prio, s
 // highest priority first, and releases them together: the zero-copy batch
 // receive. payload is valid only during the call and is shared memory.
 func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) {
-	if err := c.check(); err != nil {
+	if err := c.checkNoHolds(); err != nil {
 		return 0, err
 	}
 	defer c.b.exit()
-	c.peeked, c.hasPeeked = message{}, false
 	total := 0
 	err := segment.Guard(func() error {
 		for i := len(c.lanes) - 1; i >= 0; i-- {
@@ -418,11 +354,10 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 // 64 KiB (or one larger message), and only messages of one record: a
 // message reassembled from fragments comes alone.
 func (c *Consumer) Deliver(max int, write func(msgs [][]byte, prio int) (int, error)) (int, error) {
-	if err := c.check(); err != nil {
+	if err := c.checkNoHolds(); err != nil {
 		return 0, err
 	}
 	defer c.b.exit()
-	c.peeked, c.hasPeeked = message{}, false
 	total := 0
 	var werr error
 	err := segment.Guard(func() error {
@@ -610,9 +545,8 @@ func (c *Consumer) wrap(err error) error {
 // stay for the next consumer); the bus calls it when it closes with the
 // consumer still open.
 func (c *Consumer) abandon() {
-	c.peeked, c.hasPeeked = message{}, false
-	for _, l := range c.lanes {
-		l.Release()
+	for i, l := range c.lanes {
+		c.releaseFree(i) // held messages stay for the next consumer
 		l.Flush()
 	}
 	c.asm.close()
@@ -620,7 +554,8 @@ func (c *Consumer) abandon() {
 }
 
 // Close gives back the consumer role and slot. Messages taken by Poll are
-// already released; nothing is lost.
+// already released; messages taken by Take and not released stay on the
+// bus for the next consumer; nothing is lost.
 func (c *Consumer) Close() error {
 	if c.closed.Swap(true) {
 		return nil

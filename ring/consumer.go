@@ -138,8 +138,23 @@ func (c *Consumer) Next() (layout.Record, []byte, error) {
 
 // Release gives every taken record back to the producers: their bytes are
 // zeroed, then the head moves, then a producer waiting for room is woken.
-func (c *Consumer) Release() {
-	if c.pos == c.head {
+func (c *Consumer) Release() { c.release(c.pos) }
+
+// ReleaseTo gives back the taken records before position to, which must
+// lie between the release position and the read cursor and be the start of
+// a record (or the cursor): records taken at or after it stay taken, valid,
+// and are read again by a consumer that takes over. The statistics count
+// the released messages once everything taken is released.
+func (c *Consumer) ReleaseTo(to uint64) error {
+	if to-c.head > c.pos-c.head || to%layout.RecordAlign != 0 {
+		return fmt.Errorf("lane %d: release to %d outside the taken records [%d, %d]", c.l.index, to, c.head, c.pos)
+	}
+	c.release(to)
+	return nil
+}
+
+func (c *Consumer) release(to uint64) {
+	if to == c.head {
 		return
 	}
 	l := c.l
@@ -151,8 +166,8 @@ func (c *Consumer) Release() {
 	// order (the zeroing is a call, which the compiler does not move
 	// stores across) is all that matters. A seq-cst store here cost three
 	// times the throughput of small messages.
-	binary.LittleEndian.PutUint64(l.releaseRaw, c.pos)
-	from, n := c.head&l.mask, c.pos-c.head
+	binary.LittleEndian.PutUint64(l.releaseRaw, to)
+	from, n := c.head&l.mask, to-c.head
 	if from+n <= l.capacity {
 		clear(l.data[from : from+n])
 	} else {
@@ -160,11 +175,13 @@ func (c *Consumer) Release() {
 		clear(l.data[:n-(l.capacity-from)])
 	}
 	// Publishes the zeroed space: pairs with the producer's Load in claimSpan.
-	l.head.Store(c.pos)
-	c.head = c.pos
-	c.unMsgs += c.msgs
-	c.unBytes += c.bytes
-	c.msgs, c.bytes = 0, 0
+	l.head.Store(to)
+	c.head = to
+	if to == c.pos {
+		c.unMsgs += c.msgs
+		c.unBytes += c.bytes
+		c.msgs, c.bytes = 0, 0
+	}
 	if c.unMsgs >= statsEvery {
 		c.Flush()
 	}

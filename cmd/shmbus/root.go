@@ -242,6 +242,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.benchCmd(),
 		a.daemonCmd(),
 		a.boardCmd(),
+		a.bridgeCmd(),
 		a.versionCmd(),
 	)
 	return root

@@ -575,12 +575,12 @@ func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 		c.rbuf = make([]byte, smallMessage+5)
 	}
 	buf, held := c.rbuf, 0
-	var n, prio int
+	var t shmbus.Taken
 	if m.Flags&FlagNoWait != 0 {
-		n, prio, err = cons.TryPeek(buf[5:])
+		t, err = cons.TryTake(buf[5:])
 	} else {
 		rctx, cancel := ctxFor(ctx, m.TimeoutMS)
-		n, prio, err = cons.Peek(rctx, buf[5:])
+		t, err = cons.Take(rctx, buf[5:])
 		cancel()
 	}
 	// A larger message gets a buffer of its own from the budget, for this
@@ -598,13 +598,14 @@ func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 			return 0, nil, nil, c.overloaded("receive from", m.Name, need, err)
 		}
 		held, buf = need, make([]byte, need)
-		n, prio, err = cons.TryPeek(buf[5:])
+		t, err = cons.TryTake(buf[5:])
 	}
 	if err != nil {
 		c.give(held)
 		return 0, nil, nil, err
 	}
-	buf[0] = uint8(prio)
+	n := t.N
+	buf[0] = uint8(t.Priority)
 	binary.LittleEndian.PutUint32(buf[1:], uint32(n))
 	c.afterReply = func(werr error) {
 		defer c.give(held)
@@ -612,7 +613,7 @@ func (c *conn) doRecv(ctx context.Context, p []byte) (uint16, []byte, *os.File, 
 			c.s.cfg.Logf("%s: reply to RECV on %q not written (%v): the message stays on the bus", c.label, m.Name, werr)
 			return
 		}
-		if err := cons.Release(); err != nil {
+		if err := cons.ReleaseThrough(t.Priority, t.Position); err != nil {
 			c.s.cfg.Logf("%s: release a delivered message of %q: %v", c.label, m.Name, err)
 			return
 		}

@@ -201,7 +201,6 @@ type Message struct {
 	Data     []byte
 }
 
-
 func decodeMessage(p []byte) (m Message, err error) {
 	d := dec{b: p}
 	m.Priority, m.Data = d.u8(), d.bytes()
