@@ -59,7 +59,7 @@ func (v *vecWriter) write(bufs [][]byte) (int64, error) {
 		var k int
 		var werr error
 		err := rc.Write(func(fd uintptr) bool {
-			k, werr = unix.Writev(int(fd), iov[:min(len(iov), maxIOV)])
+			k, werr = writev(int(fd), iov[:min(len(iov), maxIOV)])
 			return werr != unix.EAGAIN // a non-blocking output: wait for room
 		})
 		if werr == unix.EINTR {
