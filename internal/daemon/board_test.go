@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -306,5 +307,70 @@ func TestBoardPermissions(t *testing.T) {
 		if got := strings.TrimSpace(string(out)); got != tc.want {
 			t.Errorf("mode %#o: uid 65534 got get, watch, put, cas, delete = %s; want %s", tc.mode, got, tc.want)
 		}
+	}
+}
+
+func TestBoardMetrics(t *testing.T) {
+	d := startDaemon(t)
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		d.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	a := d.dial(t)
+	// A board the daemon has not been asked about yet is reported too.
+	b := createBoard(t, d, "metered", shmbus.BoardOptions{Keys: 8})
+	body := scrape()
+	for _, w := range []string{
+		`shmbus_board_puts_total{board="metered"} 0`,
+		`shmbus_board_conflicts_total{board="metered"} 0`,
+		`shmbus_board_cells{board="metered"} 8`,
+		`shmbus_daemon_board_watches_total{board="metered"} 0`,
+	} {
+		if !strings.Contains(body, w+"\n") {
+			t.Errorf("metrics lack %s", w)
+		}
+	}
+	// Writes of the mapping process and of the socket count alike.
+	rev, err := b.Put("x", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.BoardPut("metered", "y", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CompareAndPut("x", rev+100, []byte("3")); !errors.Is(err, shmbus.ErrRevision) {
+		t.Fatalf("mapped cas: %v, want ErrRevision", err)
+	}
+	if _, err := a.BoardCAS("metered", "x", 0, []byte("4")); code(err) != CodeRevision {
+		t.Fatalf("socket cas: %v, want REVISION", err)
+	}
+	if _, err := a.BoardCAS("metered", "x", rev, []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.BoardDelete("metered", "y"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.BoardWatch("metered", "x", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.BoardWatch("metered", "x", 1<<40, time.Millisecond); code(err) != CodeTimeout {
+		t.Fatal(err)
+	}
+	body = scrape()
+	for _, w := range []string{
+		`shmbus_board_puts_total{board="metered"} 4`,
+		`shmbus_board_conflicts_total{board="metered"} 2`,
+		`shmbus_board_keys{board="metered"} 2`,
+		`shmbus_daemon_board_watches_total{board="metered"} 2`,
+		`shmbus_daemon_requests_total{result="REVISION",type="board_cas"} 1`,
+		`shmbus_daemon_requests_total{result="TIMEOUT",type="board_watch"} 1`,
+	} {
+		if !strings.Contains(body, w+"\n") {
+			t.Errorf("metrics lack %s", w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", body)
 	}
 }
