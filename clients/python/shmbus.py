@@ -4,7 +4,8 @@
 in the shmbus repository is the wire protocol this module speaks (version 1).
 Through a :class:`Client` a program creates, opens, lists, inspects and
 removes buses, sends and receives messages through the daemon, may receive a
-bus's segment descriptor to map it itself, and subscribes to peer events::
+bus's segment descriptor to map it itself, subscribes to peer events, and
+reads, writes and watches the keys of boards (shared keyed values)::
 
     import shmbus
 
@@ -12,6 +13,10 @@ bus's segment descriptor to map it itself, and subscribes to peer events::
         bus.create("jobs", priorities=3)
         bus.send("jobs", b"page the on-call", priority=2)
         priority, message = bus.recv("jobs", timeout=1.0)
+
+        rev = bus.board_put("cluster", "leader", b"node-1")
+        value, rev = bus.board_get("cluster", "leader")
+        entry = bus.board_watch("cluster", "leader", after=rev, timeout=5.0)
 
 Every refusal by the daemon raises a subclass of :class:`ShmbusError`
 carrying the protocol's error ``code`` and the daemon's ``message``. A
@@ -37,12 +42,13 @@ import time
 
 __all__ = [
     "Client", "connect", "default_socket_path",
-    "BusInfo", "Event", "Welcome",
+    "BusInfo", "Event", "Welcome", "BoardEntry",
     "ShmbusError", "ProtocolError",
     "BadFrame", "UnknownType", "TooLarge", "BadVersion", "HelloRequired",
     "NotFound", "Exists", "PermissionDenied", "BadName", "BadArgument",
     "Busy", "Full", "Empty", "Timeout", "NoSlot", "Corrupt", "Unsupported",
     "Shutdown", "InternalError", "ConnLimit", "Overloaded",
+    "NoKey", "RevisionConflict", "BadKey",
     "MULTI_PRODUCER", "SINGLE_PRODUCER",
     "WAKE_DEFAULT", "WAKE_FUTEX", "WAKE_SEM",
     "KIND_FILE", "KIND_MEMFD",
@@ -65,6 +71,11 @@ LIST = 0x0008
 SUBSCRIBE = 0x0009
 UNSUBSCRIBE = 0x000A
 REMOVE = 0x000B
+BOARD_GET = 0x000C
+BOARD_PUT = 0x000D
+BOARD_CAS = 0x000E
+BOARD_DELETE = 0x000F
+BOARD_WATCH = 0x0010
 OK = 0x8000
 WELCOME = 0x8001
 BUS = 0x8002
@@ -72,13 +83,16 @@ MESSAGE = 0x8005
 STAT_REPLY = 0x8007
 LIST_REPLY = 0x8008
 EVENT = 0x8009
+ENTRY = 0x800C  # BOARD_GET, BOARD_WATCH
+REVISION = 0x800D  # BOARD_PUT, BOARD_CAS, BOARD_DELETE
 ERROR = 0x80FF
 
 # The reply each request expects.
 _REPLY_OF = {
     HELLO: WELCOME, CREATE: BUS, OPEN: BUS, SEND: OK, RECV: MESSAGE,
     RELEASE: OK, STAT: STAT_REPLY, LIST: LIST_REPLY, SUBSCRIBE: OK,
-    UNSUBSCRIBE: OK, REMOVE: OK,
+    UNSUBSCRIBE: OK, REMOVE: OK, BOARD_GET: ENTRY, BOARD_PUT: REVISION,
+    BOARD_CAS: REVISION, BOARD_DELETE: REVISION, BOARD_WATCH: ENTRY,
 }
 
 # CREATE and OPEN flags.
@@ -153,7 +167,8 @@ def _error_class(code, name, doc):
 
 
 def _class_name(name):
-    special = {"PERMISSION": "PermissionDenied", "INTERNAL": "InternalError"}
+    special = {"PERMISSION": "PermissionDenied", "INTERNAL": "InternalError",
+               "REVISION": "RevisionConflict"}
     if name in special:
         return special[name]
     return "".join(part.capitalize() for part in name.split("_"))
@@ -164,11 +179,12 @@ BadFrame = _error_class(
 UnknownType = _error_class(2, "UNKNOWN_TYPE", "No such request type.")
 TooLarge = _error_class(
     3, "TOO_LARGE",
-    "The frame is over max_payload, or the message over the bus's max_message.")
+    "The frame is over max_payload, the message over the bus's max_message, "
+    "or the value over the board's max_value.")
 BadVersion = _error_class(
     4, "BAD_VERSION", "The daemon does not speak the protocol version asked for.")
 HelloRequired = _error_class(5, "HELLO_REQUIRED", "A request came before HELLO.")
-NotFound = _error_class(6, "NOT_FOUND", "No bus of that name.")
+NotFound = _error_class(6, "NOT_FOUND", "No bus (or board) of that name.")
 Exists = _error_class(7, "EXISTS", "CREATE: a bus of that name exists.")
 PermissionDenied = _error_class(
     8, "PERMISSION",
@@ -179,7 +195,9 @@ BadArgument = _error_class(
     "A value is out of range (priority, configuration, flags).")
 Busy = _error_class(
     11, "BUSY", "The role is held by another live process or connection.")
-Full = _error_class(12, "FULL", "SEND with nowait: no room now.")
+Full = _error_class(
+    12, "FULL",
+    "SEND with nowait: no room now; board_put, board_cas: no free key cell.")
 Empty = _error_class(13, "EMPTY", "RECV with nowait: no message now.")
 Timeout = _error_class(14, "TIMEOUT", "The request's timeout passed.")
 NoSlot = _error_class(15, "NO_SLOT", "Every peer slot of the bus is held.")
@@ -196,12 +214,19 @@ ConnLimit = _error_class(
 Overloaded = _error_class(
     21, "OVERLOADED",
     "The daemon's memory budget had no room for the request; try again later.")
+NoKey = _error_class(
+    22, "NO_KEY",
+    "board_get, board_delete: the key has no value (never written, or deleted).")
+RevisionConflict = _error_class(
+    23, "REVISION",
+    "board_cas: the key's revision is not the one given; nothing was written.")
+BadKey = _error_class(24, "BAD_KEY", "A board key is 1 to 255 bytes.")
 
 ERRORS = {cls.code: cls for cls in (
     BadFrame, UnknownType, TooLarge, BadVersion, HelloRequired, NotFound,
     Exists, PermissionDenied, BadName, BadArgument, Busy, Full, Empty,
     Timeout, NoSlot, Corrupt, Unsupported, Shutdown, InternalError,
-    ConnLimit, Overloaded)}
+    ConnLimit, Overloaded, NoKey, RevisionConflict, BadKey)}
 
 
 def error_from(code, message):
@@ -236,6 +261,27 @@ Event.__doc__ = """A peer event: ``kind`` is JOIN, LEAVE or CRASH; ``pid`` the
 process holding (or that held) the peer ``slot``; ``role`` ROLE_PRODUCER,
 ROLE_CONSUMER or ROLE_NONE; ``client`` the pid of the daemon client a slot is
 held for (0 if none); ``time_ns`` the Unix time of the observation."""
+
+
+BoardEntry = collections.namedtuple("BoardEntry", "revision deleted value")
+BoardEntry.__doc__ = """A board key's entry (board_watch): its value at
+``revision``, or, with ``deleted`` True, the tombstone of its deletion (an
+empty ``value``)."""
+
+
+def _decode_entry(r):
+    rev, deleted, value = r.u64(), r.u8(), r.bytes()
+    return BoardEntry(rev, deleted != 0, value)
+
+
+def _key(key):
+    """A board key (str, as UTF-8, or bytes) as the protocol's key field.
+    The empty key goes to the daemon, which refuses it (BadKey); one over
+    255 bytes cannot be said and is refused here, with the same class."""
+    raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    if len(raw) > 0xFF:
+        raise BadKey("key of %d bytes; a board key is 1 to 255 bytes" % len(raw))
+    return _pack("<B", len(raw)) + raw
 
 
 def _event_kind_name(self):
@@ -494,6 +540,59 @@ class Client:
         """Delete bus ``name`` (its file or memfd and semaphore set). Only
         its owner or root may: otherwise PermissionDenied."""
         self._request(REMOVE, _str(name, "name"))
+
+    # Boards ------------------------------------------------------------
+    #
+    # Keys are str (sent as UTF-8) or bytes, 1 to 255 bytes; values are
+    # bytes-like, up to the board's max_value. Revisions are the board's:
+    # unique, increasing with every write.
+
+    def board_get(self, board, key):
+        """The latest value of ``key`` on ``board`` and its revision:
+        (bytes, int). NoKey if the key has no value (never written, or
+        deleted); NotFound if there is no such board."""
+        entry = self._request(BOARD_GET, _str(board, "board") + _key(key),
+                              decode=_decode_entry)
+        return entry.value, entry.revision
+
+    def board_put(self, board, key, value):
+        """Make ``value`` the value of ``key`` (last writer wins); return
+        its revision. TooLarge over the board's max_value, Full when every
+        key cell holds another key."""
+        return self._board_write(BOARD_PUT, board, key, b"", value)
+
+    def board_cas(self, board, key, revision, value):
+        """Compare-and-put: make ``value`` the value of ``key`` only if
+        its revision is still ``revision`` (0: the key has no value); return
+        the new revision. RevisionConflict otherwise, and nothing is
+        written."""
+        return self._board_write(BOARD_CAS, board, key,
+                                 _pack("<Q", revision), value)
+
+    def board_delete(self, board, key):
+        """Delete the value of ``key``; return the tombstone's revision.
+        NoKey if it had none."""
+        return self._request(BOARD_DELETE, _str(board, "board") + _key(key),
+                             decode=lambda r: r.u64())
+
+    def board_watch(self, board, key, after=0, timeout=None):
+        """Wait until the revision of ``key`` is past ``after``, then return
+        its :class:`BoardEntry` at the latest revision (a value, or a
+        deletion). Writes faster than the watcher are coalesced: the latest
+        value, never a stale one. Timeout after ``timeout`` seconds (None:
+        no limit). Like recv, it holds up this client's other calls."""
+        payload = _str(board, "board") + _key(key) + _pack(
+            "<QI", after, _timeout_ms(timeout))
+        return self._request(BOARD_WATCH, payload, decode=_decode_entry)
+
+    def _board_write(self, ftype, board, key, fields, value):
+        value = memoryview(value).cast("B")
+        head = _str(board, "board") + _key(key) + fields + _pack(
+            "<I", len(value))
+        if len(head) + len(value) > self._max_payload:
+            raise TooLarge("value of %d bytes does not fit the daemon's "
+                           "frame limit of %d bytes" % (len(value), self._max_payload))
+        return self._request(ftype, head, value, decode=lambda r: r.u64())
 
     def subscribe(self, name=""):
         """Receive peer events of bus ``name`` ("": every bus this client may

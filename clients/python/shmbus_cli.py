@@ -3,8 +3,10 @@
 
     shmbus_cli.py [--socket PATH] COMMAND ...
 
-Commands: hello, ls, create, rm, stat, open, send, recv, events, and produce/consume,
-which send and verify checksummed test messages (see checked_message).
+Commands: hello, ls, create, rm, stat, open, send, recv, events, produce/consume,
+which send and verify checksummed test messages (see checked_message), and
+board get/put/cas/rm/watch, which read and write a board's keys through the
+daemon as ``shmbus board`` does through the mapping.
 
 Values follow the shmbus command's conventions: a SIZE is a whole number of
 bytes, optionally followed by k, M, G or T (also KiB, MiB, GiB, TiB; powers
@@ -16,11 +18,12 @@ kinds by name ("futex", "multi", "file"), as ``shmbus stat --json``.
 Errors are one line on stderr naming the exception class, e.g.
 ``shmbus_cli.py: recv jobs: NotFound: no bus "jobs"``.
 Exit status: 0 success, 1 error or failed verification, 2 usage error
-(also a bus name the daemon calls invalid, and a configuration it refuses
-in create), 3 timeout (Timeout, or Empty with --nowait), 130 interrupted.
+(also a bus name the daemon calls invalid, a board key it calls invalid,
+and a configuration it refuses in create), 3 timeout (Timeout, or Empty with --nowait), 130 interrupted.
 """
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -247,6 +250,82 @@ def cmd_events(c, args):
                              % (seen, args.count, args.timeout or 0))
 
 
+def entry_json(key, value, rev, deleted=False):
+    """A board entry as ``shmbus board ... --json`` prints it: the value as
+    "value" when it is UTF-8 text, else as "value_base64"."""
+    out = {"key": key, "rev": rev}
+    try:
+        text = value.decode("utf-8")
+        if text:
+            out["value"] = text
+    except UnicodeDecodeError:
+        out["value_base64"] = base64.b64encode(value).decode("ascii")
+    out["size"] = len(value)
+    if deleted:
+        out["deleted"] = True
+    return out
+
+
+def print_value(value):
+    """A value as a line (a newline added unless it ends with one)."""
+    out = sys.stdout.buffer
+    out.write(value if value.endswith(b"\n") else value + b"\n")
+    out.flush()
+
+
+def read_value(arg):
+    """VALUE, or all of standard input for "-"."""
+    if arg == "-":
+        return sys.stdin.buffer.read()
+    return arg.encode("utf-8")
+
+
+def print_rev(args, rev):
+    if args.json:
+        emit({"key": args.key, "rev": rev})
+    else:
+        print(rev, flush=True)
+
+
+def cmd_board_get(c, args):
+    value, rev = c.board_get(args.name, args.key)
+    if args.json:
+        emit(entry_json(args.key, value, rev))
+        return
+    if args.rev:
+        sys.stdout.write("%d " % rev)
+        sys.stdout.flush()
+    print_value(value)
+
+
+def cmd_board_put(c, args):
+    print_rev(args, c.board_put(args.name, args.key, read_value(args.value)))
+
+
+def cmd_board_cas(c, args):
+    print_rev(args, c.board_cas(args.name, args.key, args.revision,
+                                read_value(args.value)))
+
+
+def cmd_board_rm(c, args):
+    print_rev(args, c.board_delete(args.name, args.key))
+
+
+def cmd_board_watch(c, args):
+    """Print each new value of the key as it comes (a deletion as an empty
+    line); with -n, stop after that many."""
+    after, seen = args.after, 0
+    while args.count == 0 or seen < args.count:
+        e = c.board_watch(args.name, args.key, after=after,
+                          timeout=args.timeout)
+        if args.json:
+            emit(entry_json(args.key, e.value, e.revision, e.deleted))
+        else:
+            print_value(e.value)
+        after = e.revision
+        seen += 1
+
+
 def cmd_produce(c, args):
     """Send count checked messages as producer k: message seq has priority
     priorities[seq % len] and a body of sizes[seq % len] bytes."""
@@ -393,6 +472,43 @@ def parser():
     sp.add_argument("--timeout", type=parse_duration, default=10.0,
                     metavar="DUR",
                     help="wait at most DUR for each message (default 10s)")
+
+    board = cmd("board", None, "read and write a board's keys")
+    bsub = board.add_subparsers(dest="board_command", metavar="BOARD_COMMAND")
+    bsub.required = True
+
+    def bcmd(name, func, help_, *positional):
+        sp = bsub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        sp.add_argument("name", help="the board")
+        sp.add_argument("key")
+        for arg in positional:
+            sp.add_argument(arg[0], **arg[1])
+        sp.add_argument("--json", action="store_true",
+                        help="print a JSON object, as shmbus board --json")
+        return sp
+
+    sp = bcmd("get", cmd_board_get, "print a key's value")
+    sp.add_argument("--rev", action="store_true",
+                    help="print the revision before the value")
+    bcmd("put", cmd_board_put, "set a key's value; print its revision",
+         ("value", {"help": 'the value ("-": standard input)'}))
+    bcmd("cas", cmd_board_cas, "set a key's value if its revision is still "
+         "REVISION (0: no value); print the new revision",
+         ("revision", {"type": int}),
+         ("value", {"help": 'the value ("-": standard input)'}))
+    bcmd("rm", cmd_board_rm, "delete a key's value; print the tombstone's "
+         "revision")
+    sp = bcmd("watch", cmd_board_watch, "print each new value of a key as "
+              "it comes")
+    sp.add_argument("-n", "--count", type=int, default=0,
+                    help="stop after this many values (0: never)")
+    sp.add_argument("--after", type=int, default=0, metavar="REV",
+                    help="print values past this revision (default 0: the "
+                    "current one first, if any)")
+    sp.add_argument("--timeout", type=parse_duration, default=None,
+                    metavar="DUR", help="give up when no new value came for "
+                    "DUR (default: no limit)")
     return p
 
 
@@ -427,8 +543,14 @@ def main(argv=None):
         p.error("unrecognized arguments: %s" % " ".join(extra))
     if extra:
         args.messages += extra
-    what = " ".join([args.command] + ([args.name] if getattr(args, "name", "")
-                                      else []))
+    words = [args.command]
+    if getattr(args, "board_command", None):
+        words.append(args.board_command)
+    if getattr(args, "name", ""):
+        words.append(args.name)
+    if getattr(args, "key", None) is not None:
+        words.append(args.key)
+    what = " ".join(words)
     try:
         with shmbus.Client(args.socket, client_name=PROG) as c:
             run(c, args)
@@ -456,7 +578,7 @@ def exit_status(args, e):
     for what is wrong with the command line, 1 for the rest."""
     if isinstance(e, (shmbus.Timeout, shmbus.Empty)):
         return 3
-    if isinstance(e, shmbus.BadName):
+    if isinstance(e, (shmbus.BadName, shmbus.BadKey)):
         return 2
     if isinstance(e, shmbus.BadArgument) and args.command == "create":
         return 2  # the configuration given: the shmbus command's usage error

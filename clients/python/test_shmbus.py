@@ -26,6 +26,8 @@ STAT, LIST, SUBSCRIBE, UNSUBSCRIBE, REMOVE = 0x7, 0x8, 0x9, 0xA, 0xB
 OK, WELCOME, BUS, MESSAGE = 0x8000, 0x8001, 0x8002, 0x8005
 STAT_REPLY, LIST_REPLY, EVENT, ERROR = 0x8007, 0x8008, 0x8009, 0x80FF
 JOIN, LEAVE, CRASH = 1, 2, 3
+BOARD_GET, BOARD_PUT, BOARD_CAS, BOARD_DELETE = 0xC, 0xD, 0xE, 0xF
+BOARD_WATCH, ENTRY, REVISION = 0x10, 0x800C, 0x800D
 
 
 def s(text):
@@ -98,6 +100,11 @@ class FakeDaemon:
         length, ftype, flags, fid = HEADER.unpack(self.read_exact(12))
         self.test.assertEqual(flags, 0)
         return ftype, fid, self.read_exact(length - 8)
+
+
+def k(key):
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    return struct.pack("<B", len(raw)) + raw
 
 
 def fd_is_open(fd):
@@ -179,6 +186,39 @@ class TestRequests(unittest.TestCase):
         self.d.reply(MESSAGE, 2, b"\x05" + b(b"payload"))
         self.assertEqual(self.c.recv("jobs", timeout=2), (5, b"payload"))
         self.expect(RECV, s("jobs") + struct.pack("<BI", 0, 2000))
+
+    def test_board_get(self):
+        self.d.reply(ENTRY, 2, struct.pack("<QB", 7, 0) + b(b"node-1"))
+        self.assertEqual(self.c.board_get("cluster", "leader"), (b"node-1", 7))
+        self.expect(BOARD_GET, s("cluster") + k("leader"))
+
+    def test_board_put_bytes_key(self):
+        self.d.reply(REVISION, 2, struct.pack("<Q", 9))
+        self.assertEqual(self.c.board_put("cluster", b"\xff\x00", b"v"), 9)
+        self.expect(BOARD_PUT, s("cluster") + k(b"\xff\x00") + b(b"v"))
+
+    def test_board_cas(self):
+        self.d.reply(REVISION, 2, struct.pack("<Q", 12))
+        self.assertEqual(self.c.board_cas("cluster", "n", 11, bytearray(b"2")), 12)
+        self.expect(BOARD_CAS, s("cluster") + k("n") + struct.pack("<Q", 11)
+                    + b(b"2"))
+
+    def test_board_delete(self):
+        self.d.reply(REVISION, 2, struct.pack("<Q", 13))
+        self.assertEqual(self.c.board_delete("cluster", "n"), 13)
+        self.expect(BOARD_DELETE, s("cluster") + k("n"))
+
+    def test_board_watch(self):
+        self.d.reply(ENTRY, 2, struct.pack("<QB", 14, 1) + b(b""))
+        self.assertEqual(self.c.board_watch("cluster", "n", after=13, timeout=0.5),
+                         shmbus.BoardEntry(14, True, b""))
+        self.expect(BOARD_WATCH, s("cluster") + k("n")
+                    + struct.pack("<QI", 13, 500))
+
+    def test_board_key_too_long_is_refused_locally(self):
+        with self.assertRaises(shmbus.BadKey):
+            self.c.board_get("cluster", "x" * 256)
+        self.assertFalse(self.c.closed)
 
     def test_recv_nowait(self):
         self.d.reply(MESSAGE, 2, b"\x00" + b(b""))
@@ -300,7 +340,8 @@ class TestErrors(unittest.TestCase):
         10: shmbus.BadArgument, 11: shmbus.Busy, 12: shmbus.Full,
         13: shmbus.Empty, 14: shmbus.Timeout, 15: shmbus.NoSlot,
         16: shmbus.Corrupt, 17: shmbus.Unsupported, 18: shmbus.Shutdown,
-        19: shmbus.InternalError,
+        19: shmbus.InternalError, 20: shmbus.ConnLimit, 21: shmbus.Overloaded,
+        22: shmbus.NoKey, 23: shmbus.RevisionConflict, 24: shmbus.BadKey,
     }
 
     def test_every_code(self):
@@ -316,7 +357,7 @@ class TestErrors(unittest.TestCase):
             self.assertEqual(e.message, "because %d" % code)
             self.assertIn(e.name, str(e))
             self.assertFalse(d.client.closed, "an ERROR closed the client")
-        self.assertEqual(len(set(self.CODES.values())), 19)
+        self.assertEqual(len(set(self.CODES.values())), 24)
 
     def test_unknown_code_is_internal(self):
         d = FakeDaemon(self)

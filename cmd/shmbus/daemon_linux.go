@@ -54,16 +54,17 @@ func (a *app) daemonCmd() *cobra.Command {
 		Long: `Daemon listens on a UNIX socket (--socket) and serves the protocol of
 docs/daemon-protocol.md: peers create and open buses (and receive the
 segment's descriptor to map it themselves), send and receive through the
-socket, read statistics, and subscribe to peer events. Every client is
-identified by the kernel (SO_PEERCRED) and admitted to a bus by the bus's
-owner and mode. A client's connection is its lease: when it ends, what the
+socket, read statistics, and subscribe to peer events; they also read,
+write (put, compare-and-put, delete) and watch the keys of the boards in
+the directory. Every client is identified by the kernel (SO_PEERCRED) and
+admitted to a bus or board by its file's owner and mode. A client's connection is its lease: when it ends, what the
 daemon held for it is given back, and once its process has exited, the peer
 slots it held are released and its unpublished claims recovered.
 
 What one client can make it hold is bounded: frames before HELLO carry at
 most 4 KiB, a frame's buffer grows with the bytes that arrive (never to
 the length its header declares before they come), every frame buffer and
-large RECV reply is reserved from one memory budget (--max-memory, of
+large RECV or board reply is reserved from one memory budget (--max-memory, of
 which one user's large requests hold at most --max-memory-per-uid; a
 request it has no room for is refused with ERROR OVERLOADED), and a
 connection must finish HELLO within --hello-timeout and keep a started

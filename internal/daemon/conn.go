@@ -288,6 +288,16 @@ func (c *conn) dispatch(ctx context.Context, f Frame) (uint16, []byte, *os.File,
 		return c.doUnsubscribe(f.Payload)
 	case TypeRemove:
 		return c.doRemove(f.Payload)
+	case TypeBoardGet:
+		return c.doBoardGet(f.Payload)
+	case TypeBoardPut:
+		return c.doBoardPut(f.Payload, false)
+	case TypeBoardCAS:
+		return c.doBoardPut(f.Payload, true)
+	case TypeBoardDelete:
+		return c.doBoardDelete(f.Payload)
+	case TypeBoardWatch:
+		return c.doBoardWatch(ctx, f.Payload)
 	}
 	return 0, nil, nil, &Error{CodeUnknownType, fmt.Sprintf("unknown request type %#04x", f.Type)}
 }
@@ -302,6 +312,12 @@ func errorCode(err error) (Code, string) {
 		return CodeBadFrame, err.Error()
 	case errors.Is(err, shmbus.ErrBadName):
 		return CodeBadName, err.Error()
+	case errors.Is(err, shmbus.ErrNotFound):
+		return CodeNoKey, err.Error()
+	case errors.Is(err, shmbus.ErrRevision):
+		return CodeRevision, err.Error()
+	case errors.Is(err, shmbus.ErrBadKey):
+		return CodeBadKey, err.Error()
 	case errors.Is(err, shmbus.ErrNotExist):
 		return CodeNotFound, err.Error()
 	case errors.Is(err, shmbus.ErrExist):

@@ -20,6 +20,10 @@ func FuzzFrame(f *testing.F) {
 	f.Add(AppendFrame(nil, TypeOpen, 5, Open{Name: "bus", Flags: FlagWantFD}.encode()))
 	f.Add(AppendFrame(nil, TypeStat, 6, named("bus")))
 	f.Add(AppendFrame(nil, TypeEvent, 0, Event{Kind: EventCrash, Bus: "bus", PID: 7}.encode()))
+	f.Add(AppendFrame(nil, TypeBoardGet, 8, BoardKey{"board", "key"}.encode()))
+	f.Add(AppendFrame(nil, TypeBoardPut, 9, BoardPut{Board: "board", Key: "key", Value: []byte("v")}.encode(false)))
+	f.Add(AppendFrame(nil, TypeBoardCAS, 10, BoardPut{Board: "board", Key: "key", Revision: 3, Value: []byte("v")}.encode(true)))
+	f.Add(AppendFrame(nil, TypeBoardWatch, 11, BoardWatch{Board: "board", Key: "key", After: 3, TimeoutMS: 5}.encode()))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const max = 1 << 16
@@ -61,6 +65,18 @@ func FuzzFrame(f *testing.F) {
 		if n, err := decodeNamed(p); err == nil {
 			roundTrip("named", named(n), nil)
 		}
+		if m, err := decodeBoardKey(p); err == nil {
+			roundTrip("board key", m.encode(), nil)
+		}
+		if m, err := decodeBoardPut(p, false); err == nil {
+			roundTrip("board put", m.encode(false), nil)
+		}
+		if m, err := decodeBoardPut(p, true); err == nil {
+			roundTrip("board cas", m.encode(true), nil)
+		}
+		if m, err := decodeBoardWatch(p); err == nil {
+			roundTrip("board watch", m.encode(), nil)
+		}
 		// Reply decoders (the client's side) tolerate trailing fields but
 		// must not panic.
 		decodeWelcome(p)
@@ -69,5 +85,7 @@ func FuzzFrame(f *testing.F) {
 		decodeEvent(p)
 		decodeError(p)
 		decodeNames(p)
+		decodeBoardEntry(p)
+		decodeRevision(p)
 	})
 }

@@ -90,7 +90,7 @@ func newMetrics(s *Server) *metrics {
 	build.Set(1)
 	m.reg.MustRegister(build, m.conns, m.connsTotal, m.refused, m.timeouts, m.overBudget, buffered, budget,
 		m.requests, m.latency, m.frameErrors, m.relayedMsgs, m.relayedBytes, m.released, m.events,
-		&busCollector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		&busCollector{s}, &boardCollector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -182,5 +182,48 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 		for k, n := range count {
 			gauge(descPeers, float64(n), e.name, k[0], k[1])
 		}
+	}
+}
+
+var (
+	boardLabels     = []string{"board"}
+	descBoardPuts   = prometheus.NewDesc("shmbus_board_puts_total", "Values and tombstones written (revisions taken), by every process of the board.", boardLabels, nil)
+	descBoardConfl  = prometheus.NewDesc("shmbus_board_conflicts_total", "Compare-and-put calls refused for a revision that did not match, by every process of the board.", boardLabels, nil)
+	descBoardRecov  = prometheus.NewDesc("shmbus_board_recoveries_total", "Key locks taken over from dead writers.", boardLabels, nil)
+	descBoardSleeps = prometheus.NewDesc("shmbus_board_watcher_sleeps_total", "Times a watcher slept.", boardLabels, nil)
+	descBoardWakes  = prometheus.NewDesc("shmbus_board_watcher_wakes_total", "Writes that found watchers asleep and woke them.", boardLabels, nil)
+	descBoardKeys   = prometheus.NewDesc("shmbus_board_keys", "Cells bound to a key (deleted keys keep theirs).", boardLabels, nil)
+	descBoardCells  = prometheus.NewDesc("shmbus_board_cells", "Keys the board can hold.", boardLabels, nil)
+	descBoardWatch  = prometheus.NewDesc("shmbus_daemon_board_watches_total", "BOARD_WATCH requests the daemon served on the board (since it opened it).", boardLabels, nil)
+)
+
+// boardCollector reads the counters of every board of the directory from
+// its segment, and the daemon's own count of its watches.
+type boardCollector struct{ s *Server }
+
+func (c *boardCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBoardPuts, descBoardConfl, descBoardRecov, descBoardSleeps,
+		descBoardWakes, descBoardKeys, descBoardCells, descBoardWatch} {
+		ch <- d
+	}
+}
+
+func (c *boardCollector) Collect(ch chan<- prometheus.Metric) {
+	metric := func(d *prometheus.Desc, t prometheus.ValueType, v float64, board string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, board)
+	}
+	for _, e := range c.s.listedBoards() {
+		st, err := e.board.Stats()
+		if err != nil {
+			continue
+		}
+		metric(descBoardPuts, prometheus.CounterValue, float64(st.Puts), e.name)
+		metric(descBoardConfl, prometheus.CounterValue, float64(st.Conflicts), e.name)
+		metric(descBoardRecov, prometheus.CounterValue, float64(st.Recoveries), e.name)
+		metric(descBoardSleeps, prometheus.CounterValue, float64(st.Sleeps), e.name)
+		metric(descBoardWakes, prometheus.CounterValue, float64(st.Wakes), e.name)
+		metric(descBoardKeys, prometheus.GaugeValue, float64(st.Keys), e.name)
+		metric(descBoardCells, prometheus.GaugeValue, float64(st.Cells), e.name)
+		metric(descBoardWatch, prometheus.CounterValue, float64(e.watches.Load()), e.name)
 	}
 }

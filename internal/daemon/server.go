@@ -62,6 +62,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	buses  map[string]*entry
+	boards map[string]*boardEntry
 	conns  map[*conn]struct{}
 	perUID map[uint32]int // connections open, by user
 	closed bool
@@ -131,7 +132,7 @@ func New(cfg Config) *Server {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
-	s := &Server{cfg: cfg, buses: map[string]*entry{}, conns: map[*conn]struct{}{}, perUID: map[uint32]int{},
+	s := &Server{cfg: cfg, buses: map[string]*entry{}, boards: map[string]*boardEntry{}, conns: map[*conn]struct{}{}, perUID: map[uint32]int{},
 		rescan: make(chan struct{}, 1)}
 	s.mem = mem
 	s.metrics = newMetrics(s)
@@ -184,6 +185,7 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	s.shutdown()
 	s.wg.Wait()
 	s.closeBuses()
+	s.closeBoards()
 	return err
 }
 

@@ -35,15 +35,22 @@ const (
 	TypeSubscribe   uint16 = 0x0009
 	TypeUnsubscribe uint16 = 0x000A
 	TypeRemove      uint16 = 0x000B
+	TypeBoardGet    uint16 = 0x000C
+	TypeBoardPut    uint16 = 0x000D
+	TypeBoardCAS    uint16 = 0x000E
+	TypeBoardDelete uint16 = 0x000F
+	TypeBoardWatch  uint16 = 0x0010
 
-	TypeOK      uint16 = 0x8000
-	TypeWelcome uint16 = 0x8001
-	TypeBus     uint16 = 0x8002
-	TypeMessage uint16 = 0x8005
-	TypeStats   uint16 = 0x8007
-	TypeNames   uint16 = 0x8008
-	TypeEvent   uint16 = 0x8009
-	TypeError   uint16 = 0x80FF
+	TypeOK       uint16 = 0x8000
+	TypeWelcome  uint16 = 0x8001
+	TypeBus      uint16 = 0x8002
+	TypeMessage  uint16 = 0x8005
+	TypeStats    uint16 = 0x8007
+	TypeNames    uint16 = 0x8008
+	TypeEvent    uint16 = 0x8009
+	TypeEntry    uint16 = 0x800C // BOARD_GET, BOARD_WATCH
+	TypeRevision uint16 = 0x800D // BOARD_PUT, BOARD_CAS, BOARD_DELETE
+	TypeError    uint16 = 0x80FF
 )
 
 // typeNames name request types for metrics and logs.
@@ -51,6 +58,8 @@ var typeNames = map[uint16]string{
 	TypeHello: "hello", TypeCreate: "create", TypeOpen: "open", TypeSend: "send", TypeRecv: "recv",
 	TypeRelease: "release", TypeStat: "stat", TypeList: "list", TypeSubscribe: "subscribe",
 	TypeUnsubscribe: "unsubscribe", TypeRemove: "remove",
+	TypeBoardGet: "board_get", TypeBoardPut: "board_put", TypeBoardCAS: "board_cas",
+	TypeBoardDelete: "board_delete", TypeBoardWatch: "board_watch",
 }
 
 // Flags of CREATE, OPEN, SEND and RECV.
@@ -94,6 +103,9 @@ const (
 	CodeInternal      Code = 19
 	CodeConnLimit     Code = 20
 	CodeOverloaded    Code = 21
+	CodeNoKey         Code = 22
+	CodeRevision      Code = 23
+	CodeBadKey        Code = 24
 )
 
 var codeNames = [...]string{
@@ -103,7 +115,8 @@ var codeNames = [...]string{
 	CodeBadArgument: "BAD_ARGUMENT", CodeBusy: "BUSY", CodeFull: "FULL", CodeEmpty: "EMPTY",
 	CodeTimeout: "TIMEOUT", CodeNoSlot: "NO_SLOT", CodeCorrupt: "CORRUPT",
 	CodeUnsupported: "UNSUPPORTED", CodeShutdown: "SHUTDOWN", CodeInternal: "INTERNAL",
-	CodeConnLimit: "CONN_LIMIT", CodeOverloaded: "OVERLOADED",
+	CodeConnLimit: "CONN_LIMIT", CodeOverloaded: "OVERLOADED", CodeNoKey: "NO_KEY",
+	CodeRevision: "REVISION", CodeBadKey: "BAD_KEY",
 }
 
 func (c Code) String() string {
@@ -236,6 +249,17 @@ func (e *enc) str(s string) {
 	e.b = append(e.b, s...)
 }
 
+// key appends a board key: a u8 length and its bytes. A key longer than a
+// u8 can say goes as the empty key, which the daemon refuses (BAD_KEY),
+// rather than cut to another key.
+func (e *enc) key(k string) {
+	if len(k) > 0xFF {
+		k = ""
+	}
+	e.u8(uint8(len(k)))
+	e.b = append(e.b, k...)
+}
+
 func (e *enc) bytes(p []byte) {
 	e.u32(uint32(len(p)))
 	e.b = append(e.b, p...)
@@ -296,6 +320,12 @@ func (d *dec) str() string {
 		d.err = fmt.Errorf("%w: string is not UTF-8", errDecode)
 	}
 	return string(p)
+}
+
+// key reads a board key (any bytes; the board checks its length).
+func (d *dec) key() string {
+	n := d.u8()
+	return string(d.take(int(n)))
 }
 
 // bytes returns a slice of the payload (not a copy).
