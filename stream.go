@@ -66,6 +66,13 @@ type StreamWriter struct {
 	reader     peerMark // the stream's reader, once seen
 	haveReader bool
 	lastCheck  time.Time // of the reader's liveness
+
+	// The lane's claim position before the first chunk: once the release
+	// position is past it, somebody read the stream, even if the writer
+	// never saw it hold the consumer role (it came, read and went while
+	// the writer waited for room).
+	startTail uint64
+	started   bool
 }
 
 // streamCheck is how often a stream's side that waits (or writes) looks
@@ -168,12 +175,20 @@ func (w *StreamWriter) checkReader(wait bool) error {
 	var gone error
 	err := segment.Guard(func() error {
 		t := b.peers
+		lane := b.lanes[w.prio].Stats()
+		if !w.started {
+			w.startTail, w.started = lane.Tail, true
+		}
 		if !w.haveReader {
 			// A role word naming a dead holder (a reader killed before
 			// this stream began) is no reader of this stream.
-			if m, ok := t.consumerMark(); ok && (wait || time.Since(w.lastCheck) >= streamCheck) {
+			m, ok := t.consumerMark()
+			if ok && (wait || time.Since(w.lastCheck) >= streamCheck) {
 				w.reader, w.haveReader = m, !t.gone(m)
 				w.lastCheck = time.Now()
+			}
+			if !w.haveReader && wait && int64(lane.Head-w.startTail) > 0 && (!ok || t.gone(m)) {
+				gone = fmt.Errorf("bus %q: %w: the stream was read, and its reader has left", b.name, ErrReaderGone)
 			}
 			return nil
 		}

@@ -170,3 +170,52 @@ func TestStreamReaderGone(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamReaderGoneUnseen: a reader that attaches, reads and leaves
+// while the writer waits for room, so the writer never sees it hold the
+// consumer role, still ends the stream with ErrReaderGone: its bytes were
+// read, so the stream had a reader.
+func TestStreamReaderGoneUnseen(t *testing.T) {
+	b := newBus(t, &Options{LaneCapacity: 64 << 10})
+	p, err := b.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		w := NewStreamWriter(ctx, p, 0)
+		chunk := make([]byte, 4096)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for { // the lane fills: the writer now waits for room
+		s, err := b.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Lanes[0].Used() > 48<<10 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c, err := b.NewConsumer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(NewStreamReader(ctx, c), make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, ErrReaderGone) {
+		t.Fatalf("write: %v, want ErrReaderGone", err)
+	}
+}

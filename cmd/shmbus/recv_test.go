@@ -211,6 +211,10 @@ func TestStreamBrokenPipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	head.Close()
+	// Both must end by themselves; a minute later they are killed, and
+	// fail below.
+	watchdog := time.AfterFunc(time.Minute, func() { recv.Process.Kill(); send.Process.Kill() })
+	defer watchdog.Stop()
 	for _, p := range []struct {
 		name   string
 		cmd    *exec.Cmd
