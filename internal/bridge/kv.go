@@ -297,7 +297,8 @@ func (mi *mirror) fromBoard(ctx context.Context, e shmbus.BoardEntry) error {
 		step.Board = e.Rev
 		mi.step(kvKey, step)
 		return nil
-	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrInvalidKey):
+	case tooLarge(err), errors.Is(err, jetstream.ErrInvalidKey):
+		// The bucket keeps its value; the board keeps this one.
 		mi.refuse("bucket", err)
 		step.Board = e.Rev
 		mi.step(kvKey, step)
@@ -316,6 +317,14 @@ func isConflict(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// tooLarge tells a value larger than the bucket's max_value_size or the
+// server's max_payload.
+func tooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
 
 func (mi *mirror) refuse(what string, err error) {

@@ -323,3 +323,53 @@ func TestKVKeyEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestBoardKVRefused: a value too large for the bucket stays on its board,
+// one too large for a board stays in the bucket; both are counted as
+// refused and the route goes on.
+func TestBoardKVRefused(t *testing.T) {
+	ns := startServer(t, false)
+	_, js := ns.connect()
+	ctx := context.Background()
+	bucket := newBucketName()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, MaxValueSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBoard(t) // values up to 256 bytes
+	br, _ := runBridge(t, ns, boardRoute(b, bucket))
+	route := br.cfg.Routes[0].Text
+	refused := func() float64 { return testutil.ToFloat64(br.Metrics().Refused.WithLabelValues(route)) }
+	if _, err := b.Put("big", bytes.Repeat([]byte("x"), 100)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "a refusal", func() bool { return refused() == 1 })
+	if _, err := b.Put("small", []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "small in the bucket", func() bool { return bucketValue(t, kv, "small") == "ok" })
+	if got := bucketValue(t, kv, "big"); got != "<none>" {
+		t.Fatalf("bucket has the refused value: %q", got)
+	}
+
+	if _, err := kv.Put(ctx, "tiny", []byte("t")); err != nil {
+		t.Fatal(err)
+	}
+	small, err := shmbus.CreateBoard(b.Name()+"s", &shmbus.BoardOptions{Keys: 8, MaxValue: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { small.Remove() })
+	if _, err := kv.Put(ctx, "five", []byte("12345")); err != nil {
+		t.Fatal(err)
+	}
+	br2, _ := runBridge(t, ns, boardRoute(small, bucket))
+	waitValue(t, small, "tiny", "t")
+	waitValue(t, small, "small", "ok")
+	waitFor(t, 20*time.Second, "five refused", func() bool {
+		return testutil.ToFloat64(br2.Metrics().Refused.WithLabelValues(br2.cfg.Routes[0].Text)) == 1
+	})
+	if got := boardValue(t, small, "five"); got != "<none>" {
+		t.Fatalf("small board holds %q", got)
+	}
+}
