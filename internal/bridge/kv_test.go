@@ -373,3 +373,32 @@ func TestBoardKVRefused(t *testing.T) {
 		t.Fatalf("small board holds %q", got)
 	}
 }
+
+// TestBoardKVServerRestart: writes made while the NATS server is down (file
+// store) cross once it is back; nothing is lost.
+func TestBoardKVServerRestart(t *testing.T) {
+	ns := startServer(t, true)
+	bucket := newBucketName()
+	a, b := newBoard(t), newBoard(t)
+	brA, _ := runBridge(t, ns, boardRoute(a, bucket))
+	brB, _ := runBridge(t, ns, boardRoute(b, bucket))
+	syncBoards(t, a, b, "ready")
+	ns.stop()
+	for i := 0; i < 10; i++ {
+		if _, err := a.Put(fmt.Sprintf("a%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Put(fmt.Sprintf("b%d", i), []byte("y")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the routes fail and back off meanwhile
+	ns.start()
+	for i := 0; i < 10; i++ {
+		waitValue(t, b, fmt.Sprintf("a%d", i), "x")
+		waitValue(t, a, fmt.Sprintf("b%d", i), "y")
+	}
+	time.Sleep(300 * time.Millisecond)
+	wantCounts(t, "A", brA, 11, 0, 10, 0)
+	wantCounts(t, "B", brB, 10, 0, 11, 0)
+}
