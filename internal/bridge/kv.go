@@ -337,18 +337,16 @@ func (mi *mirror) step(kvKey string, s kvStep) {
 	mi.dirty = true
 }
 
-// save writes the state file if it changed (a new file renamed over the
-// old: a crash leaves one or the other).
+// save writes the state file if it changed: a new file (made with
+// O_EXCL under a random name, so nothing planted in a shared directory is
+// followed) renamed over the old, so a crash leaves one or the other.
 func (mi *mirror) save() error {
 	if !mi.dirty {
 		return nil
 	}
 	data, err := json.Marshal(mi.st)
 	if err == nil {
-		tmp := mi.path + ".tmp"
-		if err = os.WriteFile(tmp, data, 0o600); err == nil {
-			err = os.Rename(tmp, mi.path)
-		}
+		err = replaceFile(mi.path, data)
 	}
 	if err != nil {
 		mi.m.Errors.WithLabelValues(mi.r.Text, "state").Inc()
@@ -356,4 +354,22 @@ func (mi *mirror) save() error {
 	}
 	mi.dirty = false
 	return nil
+}
+
+func replaceFile(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -458,5 +459,42 @@ func TestBoardKVBridgeKilled(t *testing.T) {
 	for i := 0; i < n; i++ {
 		waitValue(t, b, fmt.Sprintf("a%d", i), "a")
 		waitValue(t, a, fmt.Sprintf("b%d", i), "b")
+	}
+}
+
+// TestBoardKVBadStateFile: a state file that does not parse (or belongs to
+// an earlier bucket of the same name) is set aside: the route starts
+// afresh, the bucket's values win and keys only the board has go to it.
+func TestBoardKVBadStateFile(t *testing.T) {
+	ns := startServer(t, false)
+	_, js := ns.connect()
+	ctx := context.Background()
+	for _, content := range []string{"{not json", `{"board_created":1,"bucket_created":2,"keys":{}}`} {
+		bucket := newBucketName()
+		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := newBoard(t)
+		path := filepath.Join(os.Getenv("SHMBUS_DIR"), "shmbus-bridge.board."+b.Name()+".kv."+bucket+".state")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(path) })
+		b.Put("k", []byte("local"))
+		b.Put("only-here", []byte("mine"))
+		kv.Put(ctx, "k", []byte("remote"))
+		br, stop := runBridge(t, ns, boardRoute(b, bucket))
+		waitValue(t, b, "k", "remote")
+		waitFor(t, 20*time.Second, "only-here in the bucket", func() bool { return bucketValue(t, kv, "only-here") == "mine" })
+		stop()
+		wantCounts(t, content, br, 1, 0, 1, 0)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := parseKVState(data); err != nil {
+			t.Fatalf("state file left behind: %v", err)
+		}
 	}
 }
