@@ -30,6 +30,13 @@ Routes (--route, repeatable):
                              allowed) into bus NAME through a durable
                              consumer; nothing lost, in order per priority.
   subject:SUBJECT->bus:NAME  core NATS messages into bus NAME: at most once.
+  board:NAME<->kv:BUCKET     board NAME mirrored to the JetStream key-value
+                             bucket BUCKET and back (made if missing): local
+                             writes go to the bucket, the bucket's updates
+                             come to the board; between concurrent writes on
+                             two machines the bucket decides, and both boards
+                             take its value. Keys outside the KV alphabet
+                             are stored as '=' and base64url.
 
 A message released from a bus has been stored by JetStream; a message
 acknowledged to JetStream has been sent to the bus. Messages larger than
@@ -117,7 +124,7 @@ func (a *app) bridgeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&routes, "route", nil, "a `ROUTE` (repeatable): bus:NAME->stream:SUBJECT, stream:FILTER->bus:NAME, subject:SUBJECT->bus:NAME")
+	f.StringArrayVar(&routes, "route", nil, "a `ROUTE` (repeatable): bus:NAME->stream:SUBJECT, stream:FILTER->bus:NAME, subject:SUBJECT->bus:NAME, board:NAME<->kv:BUCKET")
 	f.StringVar(&config, "config", "", "read settings from `FILE` (one \"FLAG VALUE\" per line)")
 	f.StringVar(&cfg.Server, "server", "", "NATS server `URL`s, comma-separated (default $NATS_URL, else nats://127.0.0.1:4222)")
 	f.StringVar(&user, "user", "", "`NAME` of the user (default $NATS_USER); the password comes from $NATS_PASSWORD or --password-file")

@@ -181,6 +181,28 @@ func (b *Bridge) routeOnce(ctx context.Context, r Route, nc *nats.Conn, bo *back
 	case SubjectToBus:
 		s := &subscriber{r: r, cfg: cfg, m: b.m, nc: nc}
 		return s.run(ctx)
+	case BoardKV:
+		mi, err := openMirror(r, cfg, b.m, nc)
+		if err != nil {
+			return err
+		}
+		defer mi.Close()
+		for {
+			err := mi.setup(ctx)
+			if err == nil {
+				break
+			}
+			b.m.Errors.WithLabelValues(r.Text, "setup").Inc()
+			if bo.d == 0 {
+				cfg.Logf("route %s: %v (retrying)", r.Text, err)
+			}
+			if !bo.sleep(ctx) {
+				return nil
+			}
+		}
+		bo.reset()
+		cfg.Logf("route %s: mirroring board %q and bucket %s", r.Text, r.Board, r.Bucket)
+		return mi.run(ctx)
 	}
 	return fmt.Errorf("%w: route kind %v", ErrConfig, r.Kind)
 }

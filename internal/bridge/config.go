@@ -30,6 +30,10 @@ const (
 	// arrives to a local bus: at most once (nothing is stored while the
 	// bridge is away, and a bridge that falls behind loses messages).
 	SubjectToBus
+	// BoardKV mirrors a local board and a JetStream key-value bucket both
+	// ways: the bucket decides between concurrent writes (docs/bridge.md,
+	// "Boards and KV buckets").
+	BoardKV
 )
 
 func (k Kind) String() string {
@@ -40,6 +44,8 @@ func (k Kind) String() string {
 		return "stream->bus"
 	case SubjectToBus:
 		return "subject->bus"
+	case BoardKV:
+		return "board<->kv"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -49,12 +55,12 @@ func (k Kind) String() string {
 //	bus:NAME->stream:SUBJECT    SUBJECT may hold {bus} and {priority}
 //	stream:FILTER->bus:NAME     FILTER a subject, wildcards allowed
 //	subject:SUBJECT->bus:NAME   core NATS, at most once
-//
-// Board routes (board:NAME<->kv:BUCKET) are reserved for when buses have
-// boards; this build refuses them.
+//	board:NAME<->kv:BUCKET      a board and a KV bucket, both ways
 type Route struct {
 	Kind    Kind
 	Bus     string // the local bus
+	Board   string // the local board (BoardKV)
+	Bucket  string // the KV bucket (BoardKV)
 	Subject string // the subject template (BusToStream), filter (StreamToBus) or subject (SubjectToBus)
 	Text    string // the route as written, for logs and the metrics' route label
 }
@@ -65,10 +71,19 @@ func ParseRoute(s string) (Route, error) {
 	r := Route{Text: s}
 	if strings.Contains(s, "<->") {
 		src, dst, _ := strings.Cut(s, "<->")
-		if strings.HasPrefix(src, "board:") || strings.HasPrefix(dst, "kv:") {
-			return r, fmt.Errorf("%w: route %q: board routes are not available in this build", ErrConfig, s)
+		board, okb := strings.CutPrefix(src, "board:")
+		bucket, okk := strings.CutPrefix(dst, "kv:")
+		if !okb || !okk {
+			return r, fmt.Errorf("%w: route %q: only board:NAME<->kv:BUCKET goes both ways", ErrConfig, s)
 		}
-		return r, fmt.Errorf("%w: route %q: only board:NAME<->kv:BUCKET goes both ways", ErrConfig, s)
+		if err := checkBusName(board); err != nil {
+			return r, fmt.Errorf("%w: route %q: bad board name %q", ErrConfig, s, board)
+		}
+		if !validBucket(bucket) {
+			return r, fmt.Errorf("%w: route %q: bad bucket name %q (letters, digits, '-' and '_')", ErrConfig, s, bucket)
+		}
+		r.Kind, r.Board, r.Bucket = BoardKV, board, bucket
+		return r, nil
 	}
 	src, dst, ok := strings.Cut(s, "->")
 	if !ok {
@@ -210,7 +225,15 @@ func (c *Config) Check() error {
 		return fmt.Errorf("%w: no routes (give --route or a config file)", ErrConfig)
 	}
 	seen := map[string]bool{}
+	boards := map[string]bool{}
 	for _, r := range c.Routes {
+		// A board route keeps a state file per board: one route per board.
+		if r.Kind == BoardKV {
+			if boards[r.Board] {
+				return fmt.Errorf("%w: two routes mirror board %q", ErrConfig, r.Board)
+			}
+			boards[r.Board] = true
+		}
 		// A bus has one consumer: two routes out of one bus would fight
 		// over it. Several routes into one bus are fine.
 		if r.Kind == BusToStream {
@@ -252,4 +275,18 @@ func ParseFile(r io.Reader) ([][2]string, error) {
 		return nil, fmt.Errorf("%w: config: %v", ErrConfig, err)
 	}
 	return out, nil
+}
+
+// validBucket accepts a JetStream KV bucket name: letters, digits, '-' and
+// '_'.
+func validBucket(s string) bool {
+	if s == "" || len(s) > 200 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

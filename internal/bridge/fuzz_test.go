@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -38,6 +39,76 @@ func FuzzParseFrame(f *testing.F) {
 		}
 		if fr.count == 1 && fr.size != n {
 			t.Fatalf("message in one piece of %d bytes claims %d", n, fr.size)
+		}
+	})
+}
+
+// FuzzKVKey: every board key encodes to a valid KV key that decodes back
+// to it; every KV key either decodes to a board key that encodes back to
+// it, or is refused with errKVKey.
+func FuzzKVKey(f *testing.F) {
+	for _, s := range []string{"plain", "=x", "a..b", ".", "\x00\xff", "=PXg", "=cGxhaW4", "=", "a b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) >= 1 && len(s) <= maxKey {
+			kv := encodeKey(s)
+			if !kvKeyValid(kv) {
+				t.Fatalf("encodeKey(%q) = %q: not a KV key", s, kv)
+			}
+			if back, err := decodeKey(kv); err != nil || back != s {
+				t.Fatalf("decodeKey(encodeKey(%q)) = %q, %v", s, back, err)
+			}
+		}
+		k, err := decodeKey(s)
+		if err != nil {
+			if !errors.Is(err, errKVKey) {
+				t.Fatalf("decodeKey(%q): %v", s, err)
+			}
+			return
+		}
+		if len(k) < 1 || len(k) > maxKey || encodeKey(k) != s {
+			t.Fatalf("decodeKey(%q) = %q, which encodes to %q", s, k, encodeKey(k))
+		}
+	})
+}
+
+// kvKeyValid is nats.go's rule for KV keys.
+func kvKeyValid(k string) bool {
+	if k == "" || k[0] == '.' || k[len(k)-1] == '.' || strings.Contains(k, "..") {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-/_=.", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzParseKVState: a board route's state file, as anyone with access to
+// the directory could have written it, decodes to keys that are all valid,
+// or to an error wrapping errKVState; never a panic.
+func FuzzParseKVState(f *testing.F) {
+	f.Add([]byte(`{"board_created":1,"bucket_created":2,"keys":{"a":{"b":3,"r":4},"=AA":{"b":1,"r":1}}}`))
+	f.Add([]byte(`{"keys":{"a b":{"b":1}}}`))
+	f.Add([]byte(`{"keys":null}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st, err := parseKVState(data)
+		if err != nil {
+			if !errors.Is(err, errKVState) {
+				t.Fatalf("error %v does not wrap errKVState", err)
+			}
+			return
+		}
+		if st.Keys == nil {
+			t.Fatal("nil key map")
+		}
+		for k := range st.Keys {
+			if _, err := decodeKey(k); err != nil {
+				t.Fatalf("key %q accepted: %v", k, err)
+			}
 		}
 	})
 }

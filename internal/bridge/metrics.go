@@ -21,8 +21,13 @@ type Metrics struct {
 	DeadLetters *prometheus.CounterVec // route, reason
 	Refused     *prometheus.CounterVec // route: messages the route cannot carry
 	Errors      *prometheus.CounterVec // route, kind
-	Reconnects  prometheus.Counter
-	Connected   prometheus.Gauge
+	// Board routes: writes carried across, by direction (board->kv,
+	// kv->board) and op (put, delete); and local writes that lost to the
+	// bucket's value.
+	BoardUpdates   *prometheus.CounterVec // route, direction, op
+	BoardConflicts *prometheus.CounterVec // route
+	Reconnects     prometheus.Counter
+	Connected      prometheus.Gauge
 }
 
 func newMetrics() *Metrics {
@@ -40,13 +45,16 @@ func newMetrics() *Metrics {
 		DeadLetters: cv("dead_letters_total", "Messages sent to the dead-letter subject instead of the bus, by reason.", "route", "reason"),
 		Refused:     cv("refused_total", "Messages the route cannot carry (they stay where they are).", "route"),
 		Errors:      cv("errors_total", "Failures by kind (publish, ack, fetch, setup, bus, ...).", "route", "kind"),
+		BoardUpdates: cv("board_updates_total", "Board routes: writes carried from the board to the bucket or back, by direction and op.",
+			"route", "direction", "op"),
+		BoardConflicts: cv("board_conflicts_total", "Board routes: local writes that lost to the bucket's value (refused by it, or overwritten before they were forwarded).", "route"),
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "shmbus_bridge_reconnects_total",
 			Help: "Reconnections to the NATS server."}),
 		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "shmbus_bridge_connected",
 			Help: "1 while connected to the NATS server."}),
 	}
 	m.reg.MustRegister(m.Messages, m.Bytes, m.Chunks, m.Acks, m.Duplicates, m.Redelivered, m.DeadLetters,
-		m.Refused, m.Errors, m.Reconnects, m.Connected,
+		m.Refused, m.Errors, m.BoardUpdates, m.BoardConflicts, m.Reconnects, m.Connected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -28,7 +28,11 @@ func TestParseRoute(t *testing.T) {
 		"", "bus:x", "bus:x=>stream:y", "bus:->stream:y", "bus:x->stream:", "bus:x->bus:y",
 		"stream:a->stream:b", "bus:a/b->stream:y", "bus:..->stream:y", "bus:x->stream:a.*",
 		"bus:x->stream:a..b", "stream:a.{bus}->bus:x", "stream:a.>.b->bus:x", "subject:a b->bus:x",
-		"board:cfg<->kv:cfg", "bus:x<->stream:y",
+		"bus:x<->stream:y", "kv:x<->board:y", "board:a/b<->kv:x", "board:a<->kv:b.c", "board:a<->kv:",
+		"board:<->kv:x",
+	}
+	if r, err := ParseRoute("board:cfg<->kv:shared_cfg-1"); err != nil || r.Kind != BoardKV || r.Board != "cfg" || r.Bucket != "shared_cfg-1" {
+		t.Errorf("board route: %+v, %v", r, err)
 	}
 	for _, s := range bad {
 		_, err := ParseRoute(s)
@@ -43,11 +47,14 @@ func TestParseRoute(t *testing.T) {
 func TestConfigCheck(t *testing.T) {
 	r1, _ := ParseRoute("bus:x->stream:a")
 	r2, _ := ParseRoute("bus:x->stream:b")
+	b1, _ := ParseRoute("board:x<->kv:a")
+	b2, _ := ParseRoute("board:x<->kv:b")
 	cases := map[string]Config{
 		"no routes":          {},
 		"two readers of bus": {Routes: []Route{r1, r2}},
 		"password in url":    {Routes: []Route{r1}, Server: "nats://u:secret@host:4222"},
 		"wild dead letter":   {Routes: []Route{r1}, DeadLetter: "dl.*"},
+		"two board routes":   {Routes: []Route{b1, b2}},
 	}
 	for name, c := range cases {
 		if _, err := New(c); !errors.Is(err, ErrConfig) {
