@@ -53,7 +53,10 @@ func decodeKey(s string) (string, error) {
 		return s, nil
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s[1:])
-	if err != nil || len(b) == 0 || len(b) > maxKey || plainKey(string(b)) {
+	// The decoder skips CR and LF: only the canonical spelling of b names
+	// it, so that each board key has exactly one bucket key.
+	if err != nil || len(b) == 0 || len(b) > maxKey || plainKey(string(b)) ||
+		base64.RawURLEncoding.EncodeToString(b) != s[1:] {
 		return "", fmt.Errorf("%w: %q", errKVKey, s)
 	}
 	return string(b), nil
