@@ -130,21 +130,8 @@ func createBoard(name string, opts *BoardOptions) (*Board, error) {
 	if mode == 0 {
 		mode = DefaultMode
 	}
-	path := segment.BoardPath(opts.Dir, name)
-	var m *segment.Mapping
-	if opts.Memfd {
-		m, err = segment.CreateMemfd(name, int64(g.TotalSize), true)
-		if err == nil {
-			err = m.File().Chmod(mode)
-		}
-		path = ""
-	} else {
-		m, err = segment.Create(path, int64(g.TotalSize), mode)
-	}
+	m, path, err := createMapping(context.Background(), segment.BoardPath(opts.Dir, name), name, opts.Memfd, int64(g.TotalSize), mode)
 	if err != nil {
-		if m != nil {
-			m.Close()
-		}
 		return nil, err
 	}
 	undo := func() {

@@ -271,6 +271,26 @@ func (e *NoRoomError) Error() string {
 
 func (e *NoRoomError) Unwrap() error { return ErrNoSpace }
 
+// createMapping makes the segment of a new bus or board: the file at path
+// with exactly mode, or, with memfd, a sealed memfd called name (given
+// mode too). It returns the path to remove if a later step fails ("" for
+// a memfd, which goes with its last descriptor).
+func createMapping(ctx context.Context, path, name string, memfd bool, size int64, mode os.FileMode) (*segment.Mapping, string, error) {
+	if !memfd {
+		m, err := segment.CreateContext(ctx, path, size, mode)
+		return m, path, err
+	}
+	m, err := segment.CreateMemfd(name, size, true)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := m.File().Chmod(mode); err != nil {
+		m.Close()
+		return nil, "", err
+	}
+	return m, "", nil
+}
+
 func create(ctx context.Context, name string, opts *Options) (_ *Bus, err error) {
 	if !layout.HostLittleEndian() {
 		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
@@ -293,21 +313,8 @@ func create(ctx context.Context, name string, opts *Options) (_ *Bus, err error)
 	if mode == 0 {
 		mode = DefaultMode
 	}
-	path := segment.Path(opts.Dir, name)
-	var m *segment.Mapping
-	if opts.Memfd {
-		m, err = segment.CreateMemfd(name, int64(g.TotalSize), true)
-		if err == nil {
-			err = m.File().Chmod(mode)
-		}
-		path = "" // nothing to remove on failure
-	} else {
-		m, err = segment.CreateContext(ctx, path, int64(g.TotalSize), mode)
-	}
+	m, path, err := createMapping(ctx, segment.Path(opts.Dir, name), name, opts.Memfd, int64(g.TotalSize), mode)
 	if err != nil {
-		if m != nil {
-			m.Close()
-		}
 		return nil, err
 	}
 	h := layout.NewHeader(g)
