@@ -109,10 +109,7 @@ func CreateBoard(name string, opts *BoardOptions) (*Board, error) {
 }
 
 func createBoard(name string, opts *BoardOptions) (*Board, error) {
-	if !layout.HostLittleEndian() {
-		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
-	}
-	if err := segment.ValidateName(name); err != nil {
+	if err := checkHostAndName(name); err != nil {
 		return nil, err
 	}
 	if opts == nil {

@@ -271,6 +271,16 @@ func (e *NoRoomError) Error() string {
 
 func (e *NoRoomError) Unwrap() error { return ErrNoSpace }
 
+// checkHostAndName is what every create and open checks first: a
+// little-endian host (the formats are little-endian, read in place) and a
+// valid name.
+func checkHostAndName(name string) error {
+	if !layout.HostLittleEndian() {
+		return fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
+	}
+	return segment.ValidateName(name)
+}
+
 // createMapping makes the segment of a new bus or board: the file at path
 // with exactly mode, or, with memfd, a sealed memfd called name (given
 // mode too). It returns the path to remove if a later step fails ("" for
@@ -292,10 +302,7 @@ func createMapping(ctx context.Context, path, name string, memfd bool, size int6
 }
 
 func create(ctx context.Context, name string, opts *Options) (_ *Bus, err error) {
-	if !layout.HostLittleEndian() {
-		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
-	}
-	if err := segment.ValidateName(name); err != nil {
+	if err := checkHostAndName(name); err != nil {
 		return nil, err
 	}
 	if opts == nil {
@@ -370,10 +377,7 @@ func Open(name string, opts *OpenOptions) (*Bus, error) {
 }
 
 func open(name string, opts *OpenOptions) (*Bus, error) {
-	if !layout.HostLittleEndian() {
-		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
-	}
-	if err := segment.ValidateName(name); err != nil {
+	if err := checkHostAndName(name); err != nil {
 		return nil, err
 	}
 	if opts == nil {
@@ -401,10 +405,7 @@ func OpenFile(name string, f *os.File, opts *OpenOptions) (*Bus, error) {
 }
 
 func openFile(name string, f *os.File, opts *OpenOptions) (*Bus, error) {
-	if !layout.HostLittleEndian() {
-		return nil, fmt.Errorf("%w: big-endian host", errors.ErrUnsupported)
-	}
-	if err := segment.ValidateName(name); err != nil {
+	if err := checkHostAndName(name); err != nil {
 		return nil, err
 	}
 	if opts == nil {
