@@ -127,6 +127,26 @@ func (b *Bridge) runRoute(ctx context.Context, r Route, nc *nats.Conn) {
 	}
 }
 
+// setUp runs setup until it succeeds, counting and logging (once per
+// run of failures) each failure and backing off between tries. It is
+// false if ctx ended first.
+func (b *Bridge) setUp(ctx context.Context, r Route, bo *backoff, what string, setup func(context.Context) error) bool {
+	for {
+		err := setup(ctx)
+		if err == nil {
+			bo.reset()
+			return true
+		}
+		b.m.Errors.WithLabelValues(r.Text, "setup").Inc()
+		if bo.d == 0 {
+			b.cfg.Logf("route %s: %s%v (retrying)", r.Text, what, err)
+		}
+		if !bo.sleep(ctx) {
+			return false
+		}
+	}
+}
+
 func (b *Bridge) routeOnce(ctx context.Context, r Route, nc *nats.Conn, bo *backoff) error {
 	cfg := &b.cfg
 	switch r.Kind {
@@ -140,20 +160,9 @@ func (b *Bridge) routeOnce(ctx context.Context, r Route, nc *nats.Conn, bo *back
 		if err != nil {
 			return err
 		}
-		for {
-			err := f.ensureStream(ctx)
-			if err == nil {
-				break
-			}
-			b.m.Errors.WithLabelValues(r.Text, "setup").Inc()
-			if bo.d == 0 {
-				cfg.Logf("route %s: stream: %v (retrying)", r.Text, err)
-			}
-			if !bo.sleep(ctx) {
-				return nil
-			}
+		if !b.setUp(ctx, r, bo, "stream: ", f.ensureStream) {
+			return nil
 		}
-		bo.reset()
 		cfg.Logf("route %s: forwarding bus %q", r.Text, r.Bus)
 		return f.run(ctx)
 	case StreamToBus:
@@ -162,20 +171,9 @@ func (b *Bridge) routeOnce(ctx context.Context, r Route, nc *nats.Conn, bo *back
 			return err
 		}
 		defer d.Close()
-		for {
-			err := d.setup(ctx, false)
-			if err == nil {
-				break
-			}
-			b.m.Errors.WithLabelValues(r.Text, "setup").Inc()
-			if bo.d == 0 {
-				cfg.Logf("route %s: %v (retrying)", r.Text, err)
-			}
-			if !bo.sleep(ctx) {
-				return nil
-			}
+		if !b.setUp(ctx, r, bo, "", func(ctx context.Context) error { return d.setup(ctx, false) }) {
+			return nil
 		}
-		bo.reset()
 		cfg.Logf("route %s: delivering stream %s to bus %q", r.Text, d.stream, r.Bus)
 		return d.run(ctx)
 	case SubjectToBus:
@@ -187,20 +185,9 @@ func (b *Bridge) routeOnce(ctx context.Context, r Route, nc *nats.Conn, bo *back
 			return err
 		}
 		defer mi.Close()
-		for {
-			err := mi.setup(ctx)
-			if err == nil {
-				break
-			}
-			b.m.Errors.WithLabelValues(r.Text, "setup").Inc()
-			if bo.d == 0 {
-				cfg.Logf("route %s: %v (retrying)", r.Text, err)
-			}
-			if !bo.sleep(ctx) {
-				return nil
-			}
+		if !b.setUp(ctx, r, bo, "", mi.setup) {
+			return nil
 		}
-		bo.reset()
 		cfg.Logf("route %s: mirroring board %q and bucket %s", r.Text, r.Board, r.Bucket)
 		return mi.run(ctx)
 	}
