@@ -284,8 +284,10 @@ func (p *Producer) abandon() {
 }
 
 func (p *Producer) wrap(err error) error {
-	var tl *TooLargeError
-	if err == nil || errors.As(err, &tl) {
+	if err == nil {
+		return nil // before anything that could allocate: this is every Send
+	}
+	if _, ok := errors.AsType[*TooLargeError](err); ok {
 		return err
 	}
 	if err == ErrFull {

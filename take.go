@@ -179,7 +179,9 @@ func (c *Consumer) ReleaseThrough(prio int, pos uint64) error {
 		return fmt.Errorf("bus %q: release: no message taken at lane %d position %d", c.b.name, prio, pos)
 	}
 	return c.wrap(segment.Guard(func() error {
-		h.starts = h.starts[k+1:]
+		// Move the rest down rather than reslicing: the backing array is
+		// kept, so a steady take-release cycle allocates nothing.
+		h.starts = h.starts[:copy(h.starts, h.starts[k+1:])]
 		c.held -= k + 1
 		x := h.large
 		if x != nil && len(h.starts) == 0 {
@@ -192,9 +194,6 @@ func (c *Consumer) ReleaseThrough(prio int, pos uint64) error {
 		c.releaseFree(prio)
 		if x != nil && h.large == nil {
 			c.asm.discard(prio, x.slot)
-		}
-		if len(h.starts) == 0 {
-			h.starts = h.starts[:0:0]
 		}
 		return nil
 	}))

@@ -271,3 +271,29 @@ func TestTakeSurvivesKill(t *testing.T) {
 		t.Fatalf("after all: %v, want ErrEmpty", err)
 	}
 }
+
+// TestTakeReleaseNoAlloc: taking and releasing one message at a time, as
+// the daemon's RECV does, allocates nothing once warm.
+func TestTakeReleaseNoAlloc(t *testing.T) {
+	b := newBus(t, &Options{LaneCapacity: 4096})
+	p, _ := b.NewProducer()
+	c, _ := b.NewConsumer()
+	buf := make([]byte, 64)
+	msg := []byte("hello")
+	cycle := func() {
+		if err := p.TrySend(msg, 0); err != nil {
+			t.Fatal(err)
+		}
+		tk, err := c.TryTake(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.ReleaseThrough(tk.Priority, tk.Position); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle()
+	if n := testing.AllocsPerRun(100, cycle); n != 0 {
+		t.Fatalf("%v allocations per take and release", n)
+	}
+}
