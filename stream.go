@@ -291,8 +291,7 @@ func (r *StreamReader) WriteTo(w io.Writer) (int64, error) {
 
 func (r *StreamReader) next() error {
 	n, slot, err := r.receive()
-	var short *ShortBufferError
-	if errors.As(err, &short) {
+	if short, ok := errors.AsType[*ShortBufferError](err); ok {
 		// Not one of our chunks; take it anyway to say what it was.
 		r.buf = make([]byte, short.Need)
 		n, slot, err = r.receive()

@@ -297,3 +297,32 @@ func TestTakeReleaseNoAlloc(t *testing.T) {
 		t.Fatalf("%v allocations per take and release", n)
 	}
 }
+
+// TestReceiveNoAlloc: TryReceive and Deliver of one-record messages
+// allocate nothing once warm.
+func TestReceiveNoAlloc(t *testing.T) {
+	b := newBus(t, &Options{LaneCapacity: 4096})
+	p, _ := b.NewProducer()
+	c, _ := b.NewConsumer()
+	buf := make([]byte, 64)
+	msg := []byte("hello")
+	write := func(msgs [][]byte, prio int) (int, error) { return len(msgs), nil }
+	cycle := func() {
+		if err := p.TrySend(msg, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.TryReceive(buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.TrySend(msg, 0); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Deliver(0, write); n != 1 || err != nil {
+			t.Fatalf("Deliver = %d, %v", n, err)
+		}
+	}
+	cycle()
+	if n := testing.AllocsPerRun(100, cycle); n != 0 {
+		t.Fatalf("%v allocations per send and receive", n)
+	}
+}
