@@ -176,7 +176,7 @@ func TestMemcpyReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := rep.Memcpy
-	if m == nil || m.Error != "" || m.Bytes <= 0 || m.Elapsed <= 0 || m.BytesPerSec <= 0 || m.Buffer < 2*m.Cache || m.Chunk <= 0 {
+	if m == nil || m.Error != "" || m.Bytes <= 0 || m.Elapsed <= 0 || m.BytesPerSec <= 0 || m.Buffer != memcpyBuffer(m.Cache) || m.Chunk <= 0 {
 		t.Fatalf("memcpy reference %+v", m)
 	}
 	if len(rep.Methods) != 0 {
@@ -418,3 +418,18 @@ func trackQueues(t *testing.T) {
 }
 
 func syscallKill(pid int) { syscall.Kill(pid, syscall.SIGKILL) }
+
+// The memcpy reference's buffers: twice the last-level cache, within
+// [64 MiB, 512 MiB].
+func TestMemcpyBuffer(t *testing.T) {
+	for _, c := range []struct{ cache, want int }{
+		{0, 64 << 20},
+		{8 << 20, 64 << 20},
+		{100 << 20, 200 << 20},
+		{480 << 20, 512 << 20},
+	} {
+		if got := memcpyBuffer(c.cache); got != c.want {
+			t.Errorf("memcpyBuffer(%d) = %d, want %d", c.cache, got, c.want)
+		}
+	}
+}
