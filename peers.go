@@ -51,6 +51,8 @@ type peerTable struct {
 
 	mu   sync.Mutex
 	mine map[int]uint32 // slots this process holds, with their roles
+
+	onTake func(slot int) // fan-out buses: repairs clean locks a dead owner of the slot held
 }
 
 func newPeerTable(seg []byte, g *layout.Geometry) *peerTable {
@@ -63,6 +65,9 @@ func (t *peerTable) owner(i int) *atomic.Uint64 {
 
 // Slots implements ring.Peers.
 func (t *peerTable) Slots() int { return t.g.PeerSlots }
+
+// Free says whether slot i has no owner (one load: no proof of death).
+func (t *peerTable) Free(i int) bool { return t.owner(i).Load() == 0 }
 
 // Claim implements ring.Peers.
 func (t *peerTable) Claim(slot, lane int) ring.Claim { return ring.ClaimAt(t.seg, t.g, slot, lane) }
@@ -131,6 +136,9 @@ func (t *peerTable) init(i int, role uint32, lanes []*ring.Lane) {
 	t.mu.Lock()
 	t.mine[i] = role
 	t.mu.Unlock()
+	if t.onTake != nil {
+		t.onTake(i)
+	}
 }
 
 // release gives slot i back. Its claim records stay as they are: all its
@@ -194,7 +202,7 @@ func (t *peerTable) dropRole(w *atomic.Uint32, slot int) {
 type PeerInfo struct {
 	Slot   int
 	PID    int
-	Role   string // "producer", "consumer"
+	Role   string // "producer", "consumer", "subscriber"
 	Alive  bool
 	Joined time.Time
 }
@@ -208,13 +216,7 @@ func (t *peerTable) list() []PeerInfo {
 		}
 		off := t.g.PeerOff(i)
 		role := layout.Word32(t.seg, off+layout.PeerRole).Load()
-		name := "none"
-		switch {
-		case role&layout.RoleConsumer != 0:
-			name = "consumer"
-		case role&layout.RoleProducer != 0:
-			name = "producer"
-		}
+		name := roleName(role)
 		out = append(out, PeerInfo{
 			Slot:   i,
 			PID:    int(o >> 32),
