@@ -753,7 +753,14 @@ func (s *Subscription) wait(ctx context.Context) error {
 			backstop = inFlightBackstop
 		}
 	}
+	help := func() {
+		for _, r := range s.lanes {
+			r.Help()
+		}
+	}
+	help()
 	wake := func() {
+		help()
 		s.recover()
 		if s.events != nil && time.Since(s.lastEvents) >= eventProof {
 			s.scanEvents(true)

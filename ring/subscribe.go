@@ -367,13 +367,19 @@ func (r *SubReader) Release() error {
 	r.e.Cursor[r.li].Store(r.pos) // pairs with the cleaner's Load in minBlocking
 	r.e.Delivered[r.li].Store(r.msgs)
 	r.rel = r.pos
-	if r.l.space.Sleepers() > 0 {
-		if _, err := r.t.Clean(r.li, r.self, 0); err != nil {
-			return err
-		}
-		r.l.space.Ring()
+	return r.Help()
+}
+
+// Help cleans the lane if a producer sleeps on its space doorbell and the
+// subscriptions have passed its head: producers that cannot clean (the C
+// client) rely on it. Subscribers call it on release and before they
+// sleep; the cost when nobody sleeps is one load.
+func (r *SubReader) Help() error {
+	if r.l.space.Sleepers() == 0 || !r.t.Releasable(r.li) {
+		return nil
 	}
-	return nil
+	_, err := r.t.Clean(r.li, r.self, 0)
+	return err
 }
 
 // Recover pads a dead producer's claim at the cursor (see
