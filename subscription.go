@@ -220,6 +220,9 @@ func (b *Bus) subscribe(ctx context.Context, name string, opts *SubscribeOptions
 		s, err = b.hold(ctx, slot, name, opts, eph)
 		if err != nil {
 			b.peers.release(slot)
+			if errors.Is(err, ring.ErrLocked) {
+				err = fmt.Errorf("%w: %w", ErrBusy, err)
+			}
 		}
 		return err
 	})

@@ -40,6 +40,7 @@ package ring
 // could have reused (subscribe.go states the reader's side).
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -115,10 +116,18 @@ func (t *SubTable) lock(li, self int, prove bool) (bool, error) {
 	for {
 		cur := w.Load()
 		if cur == 0 {
-			if w.CompareAndSwap(0, me) {
-				return true, nil
+			if !w.CompareAndSwap(0, me) {
+				continue
 			}
-			continue
+			// A clean half done under a free lock: only a damaged segment
+			// (or a repair that failed) leaves one. Finish or refuse it.
+			if c := &t.clean[li]; c.seq.Load()&1 != 0 || c.releasing.Load() != t.lanes[li].head.Load() {
+				if err := t.repair(li); err != nil {
+					w.Store(0)
+					return false, err
+				}
+			}
+			return true, nil
 		}
 		holder := int(cur) - 1
 		stale := holder >= t.peers.Slots() || holder == self
@@ -145,9 +154,20 @@ func (t *SubTable) lock(li, self int, prove bool) (bool, error) {
 
 func (t *SubTable) unlock(li int) { t.clean[li].cleaner.Store(0) }
 
+// ErrLocked is returned when a lane's clean lock stays held by a live peer
+// for longer than any clean takes (LockPatience): a peer stopped (SIGSTOP)
+// while it cleaned, or a damaged lock word naming a live peer.
+var ErrLocked = errors.New("clean lock held")
+
+// LockPatience is how long LockWait and ReleasingPoint wait for a clean
+// lock held by a live peer before they give up with ErrLocked.
+const LockPatience = 5 * time.Second
+
 // LockWait takes lane li's clean lock, waiting while a live peer holds it
-// (taking it over from a dead one), until stop returns an error.
+// (taking it over from a dead one), until stop returns an error or
+// LockPatience passes (ErrLocked).
 func (t *SubTable) LockWait(li, self int, stop func() error) error {
+	var start time.Time
 	for i := 0; ; i++ {
 		got, err := t.lock(li, self, i%64 == 63)
 		if err != nil || got {
@@ -158,8 +178,17 @@ func (t *SubTable) LockWait(li, self int, stop func() error) error {
 				return err
 			}
 		}
+		if i == 0 {
+			start = time.Now()
+		} else if i%64 == 0 && time.Since(start) > LockPatience {
+			return t.errLocked(li)
+		}
 		backoff(i)
 	}
+}
+
+func (t *SubTable) errLocked(li int) error {
+	return fmt.Errorf("lane %d: %w by peer slot %d for over %v", li, ErrLocked, int(t.clean[li].cleaner.Load())-1, LockPatience)
 }
 
 // Unlock gives back lane li's clean lock taken by LockWait, and rings the
@@ -284,6 +313,9 @@ func (t *SubTable) Releasable(li int) bool {
 	if found {
 		return min != h
 	}
+	if h%layout.RecordAlign != 0 {
+		return true // let the clean report it
+	}
 	return l.tail.Load() != h && l.lengthWord(h&l.mask).Load() != 0
 }
 
@@ -318,6 +350,9 @@ func (l *Lane) countBegun(from, to uint64) (uint64, error) {
 func (l *Lane) publishedPrefix(h, tail, want uint64) (uint64, uint64) {
 	var n uint64
 	pos := h
+	if h%layout.RecordAlign != 0 || tail-h > l.capacity {
+		return h, 0 // not a lane to walk (the callers report it, or only count)
+	}
 	for pos != tail && pos-h < want {
 		off := pos & l.mask
 		r := layout.RecordFromWords(l.lengthWord(off).Load(), l.meta(off))
@@ -353,7 +388,13 @@ func (l *Lane) zero(from, to uint64) {
 // peer slot).
 func (t *SubTable) ReleasingPoint(li, self int) (pos, msgs uint64, err error) {
 	c := &t.clean[li]
+	var start time.Time
 	for i := 0; ; i++ {
+		if i == 0 {
+			start = time.Now()
+		} else if i%256 == 0 && time.Since(start) > LockPatience {
+			return 0, 0, t.errLocked(li)
+		}
 		s1 := c.seq.Load()
 		if s1&1 == 0 {
 			pos, msgs = c.releasing.Load(), c.relMsgs.Load()

@@ -337,6 +337,9 @@ func (r *SubReader) overrun() error {
 	if !ahead(pos, r.pos) {
 		return ErrEmpty // moved back by a repair: nothing was lost after all
 	}
+	if pos%layout.RecordAlign != 0 || ahead(pos, r.l.tail.Load()) {
+		return r.l.errCorrupt("releasing position %d (tail %d)", pos, r.l.tail.Load())
+	}
 	missed := uint64(0)
 	if msgs-r.msgs < 1<<62 {
 		missed = msgs - r.msgs
