@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -282,4 +283,38 @@ func TestSubscribeNoAlloc(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocations per round", allocs)
 	}
+}
+
+// TestCheckFanOut: Check passes a fan-out bus in use and names a cursor
+// that a damaged segment puts past the tail, and a bad subscription state.
+func TestCheckFanOut(t *testing.T) {
+	b := fanBus(t, "fan-check", nil)
+	s, err := b.Subscribe(context.Background(), "audit", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p, err := b.NewProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for range 100 {
+		p.TrySend(make([]byte, 40), 0)
+	}
+	if err := b.Check(); err != nil {
+		t.Fatal(err)
+	}
+	e := &b.subs.Entries[s.idx]
+	e.Cursor[0].Store(1 << 40)
+	err = b.Check()
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `subscription "audit": lane 0 cursor 1099511627776 past the tail`) {
+		t.Fatalf("check of a cursor past the tail: %v", err)
+	}
+	e.Cursor[0].Store(0)
+	b.subs.Entries[3].State.Store(9)
+	if err := b.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "subscription entry 3: state 9") {
+		t.Fatalf("check of a bad state: %v", err)
+	}
+	b.subs.Entries[3].State.Store(0)
 }
