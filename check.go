@@ -103,7 +103,7 @@ func checkSegment(seg []byte, h *layout.Header, g *layout.Geometry) []error {
 		if owner == 0 {
 			continue
 		}
-		if role&^(layout.RoleProducer|layout.RoleConsumer|layout.RoleSubscriber) != 0 {
+		if role&^(layout.RoleProducer|layout.RoleConsumer|layout.RoleSubscriber|layout.RoleLeft) != 0 {
 			fault("peer slot %d: role %#x", i, role)
 		}
 		if pid := layout.Word32(seg, off+layout.PeerPID).Load(); pid != 0 && uint64(pid) != owner>>32 {

@@ -106,6 +106,24 @@ func (w *PeerWatcher) scan(evs []PeerEvent, prove bool, self int) []PeerEvent {
 	for i := range w.seen {
 		old := &w.seen[i]
 		o := t.owner(i).Load()
+		if o == 0 && old.tag == 0 {
+			// Free then and now; but a peer may have come and gone in
+			// between (its join time and pid stay in the slot).
+			cur := w.look(i)
+			if cur.joined != old.joined && cur.joined != 0 && i != self {
+				pid := int(layout.Word32(t.seg, t.g.PeerOff(i)+layout.PeerPID).Load())
+				role, kind := roleName(cur.role&^layout.RoleLeft), PeerDetached
+				if cur.role&layout.RoleLeft == 0 && cur.role != 0 { // freed by others, after its death
+					kind = PeerDied
+				}
+				ev := PeerEvent{Kind: PeerAttached, Slot: i, PID: pid, Role: role, Joined: time.Unix(0, cur.joined)}
+				evs = append(evs, ev)
+				ev.Kind = kind
+				evs = append(evs, ev)
+			}
+			old.joined = cur.joined
+			continue
+		}
 		if o == old.tag {
 			if prove && o != 0 && !old.died && o != t.tag && tagState(o) == ring.PeerDead {
 				old.died = true
@@ -122,7 +140,7 @@ func (w *PeerWatcher) scan(evs []PeerEvent, prove bool, self int) []PeerEvent {
 			// word before the owner; a dead peer's slot freed by others
 			// keeps it (or has a new owner while the old tag is dead).
 			kind := PeerDetached
-			if o == 0 && cur.role != 0 || o != 0 && tagState(old.tag) == ring.PeerDead {
+			if o == 0 && cur.role != 0 && cur.role&layout.RoleLeft == 0 || o != 0 && tagState(old.tag) == ring.PeerDead {
 				kind = PeerDied
 			}
 			evs = append(evs, old.event(kind, i))

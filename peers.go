@@ -145,13 +145,14 @@ func (t *peerTable) init(i int, role uint32, lanes []*ring.Lane) {
 // claims are published (producers commit or abort before closing).
 func (t *peerTable) release(i int) {
 	t.mu.Lock()
-	_, ok := t.mine[i]
+	role, ok := t.mine[i]
 	delete(t.mine, i)
 	t.mu.Unlock()
 	if !ok {
 		return
 	}
-	layout.Word32(t.seg, t.g.PeerOff(i)+layout.PeerRole).Store(0)
+	// Left cleanly: the role stays readable for peer events (events.go).
+	layout.Word32(t.seg, t.g.PeerOff(i)+layout.PeerRole).Store(role | layout.RoleLeft)
 	t.owner(i).CompareAndSwap(t.tag, 0)
 }
 

@@ -132,6 +132,8 @@ type Subscription struct {
 	pending []PeerEvent  // events not yet delivered
 	ev      PeerEvent    // the event Message.Event points at
 
+	delivering [][]byte // Deliver's batch, kept to save allocations
+
 	lastRecover time.Time
 	lastEvents  time.Time
 	errEmpty    error
@@ -961,9 +963,9 @@ type SubscriptionInfo struct {
 	Held      bool // a live process holds it
 	Created   time.Time
 	Lag       []SubscriptionLag // per priority: what lies between its cursor and the tail
-	// HoldsBack is set when the subscription is blocking and its cursor is
-	// at a lane's head with messages after it: producers can free nothing
-	// in that lane until it moves.
+	// HoldsBack is set when the subscription is blocking and, in some lane,
+	// the slowest (its cursor is the least of the blocking ones) with
+	// records after it: a producer that fills that lane waits for it.
 	HoldsBack bool
 }
 
@@ -986,8 +988,11 @@ func (b *Bus) Subscriptions() ([]SubscriptionInfo, error) {
 	var out []SubscriptionInfo
 	err := segment.Guard(func() error {
 		totals := make([]uint64, len(b.lanes))
+		mins := make([]uint64, len(b.lanes))
+		found := make([]bool, len(b.lanes))
 		for li := range b.lanes {
 			totals[li] = b.subs.Begun(li)
+			mins[li], found[li], _ = b.subs.MinBlocking(li)
 		}
 		for i := range b.subs.Entries {
 			e := &b.subs.Entries[i]
@@ -1012,7 +1017,7 @@ func (b *Bus) Subscriptions() ([]SubscriptionInfo, error) {
 					lag.Messages = totals[li] - d
 				}
 				info.Lag = append(info.Lag, lag)
-				if !info.Lossy && c == st.Head && st.Tail != st.Head {
+				if !info.Lossy && found[li] && c == mins[li] && c != st.Tail {
 					info.HoldsBack = true
 				}
 			}
@@ -1024,3 +1029,116 @@ func (b *Bus) Subscriptions() ([]SubscriptionInfo, error) {
 }
 
 func ahead(a, b uint64) bool { return int64(a-b) > 0 }
+
+// Deliver hands the messages published now, highest priority first, to
+// write, in batches of one priority, as Consumer.Deliver does: write
+// returns how many of them, from the first, it has finished with; those
+// are released, the rest stay for the next receive. msgs are valid only
+// during the call (views of shared memory for a blocking subscription,
+// copies for a lossy one, which hands them over one at a time). A
+// subscription that dies between write and release delivers that batch
+// again to its successor: at least once. Peer events are left for
+// Receive, TryReceive or TakeEvent.
+func (s *Subscription) Deliver(max int, write func(msgs [][]byte, prio int) (int, error)) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	defer s.b.exit()
+	total := 0
+	var werr error
+	err := segment.Guard(func() error {
+		for i := len(s.lanes) - 1; i >= 0; i-- {
+			for max <= 0 || total < max {
+				limit := deliverBatch
+				if max > 0 {
+					limit = min(limit, max-total)
+				}
+				k, more, err := s.deliver(i, limit, write, &werr)
+				total += k
+				if err != nil || werr != nil {
+					return err
+				}
+				if !more {
+					break
+				}
+			}
+		}
+		return nil
+	})
+	if werr != nil {
+		return total, werr
+	}
+	return total, s.wrap(err)
+}
+
+// deliver hands one batch of lane i to write.
+func (s *Subscription) deliver(i, limit int, write func([][]byte, int) (int, error), werr *error) (int, bool, error) {
+	r := s.lanes[i]
+	mark := r.Mark()
+	p, x, err := s.next(i)
+	if err == ErrEmpty {
+		return 0, false, r.Release()
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	batch := append(s.delivering[:0], p)
+	defer func() { clear(batch); s.delivering = batch[:0] }() // keep no view of the ring
+	if x != nil || s.lossy {
+		k, err := write(batch, i)
+		*werr = err
+		if k < 1 {
+			return 0, false, nil
+		}
+		s.take(i, x)
+		return 1, err == nil, r.Release()
+	}
+	s.take(i, nil)
+	size := len(p)
+	for len(batch) < limit && size < deliverBytes {
+		rec, q, err := r.Peek()
+		if err != nil || rec.Flags&(layout.FragBegin|layout.FragEnd) != layout.FragBegin|layout.FragEnd {
+			break
+		}
+		r.Next(rec)
+		batch = append(batch, q)
+		size += len(q)
+	}
+	k, err := write(batch, i)
+	*werr = err
+	k = min(max(k, 0), len(batch))
+	if k < len(batch) {
+		r.Reset(mark)
+		for range k {
+			rec, _, err := r.Peek()
+			if err != nil {
+				return 0, false, err
+			}
+			r.Next(rec)
+		}
+	}
+	return k, k == len(batch) && *werr == nil, r.Release()
+}
+
+// TakeEvent returns the next peer event, if one is due, for a subscription
+// made with Events that receives with Poll or Deliver (which leave events
+// for it). It looks at the peer table (for proof of death at most every 50
+// ms), so calling it whenever the subscription finds nothing to read, and
+// after every Wait, delivers "died" within that long.
+func (s *Subscription) TakeEvent() (*PeerEvent, bool) {
+	if s.events == nil || s.check() != nil {
+		return nil, false
+	}
+	defer s.b.exit()
+	var m Message
+	segment.Guard(func() error {
+		if len(s.pending) == 0 {
+			s.scanEvents(false)
+		}
+		if len(s.pending) > 0 {
+			m = s.popEvent()
+		}
+		return nil
+	})
+	return m.Event, m.Event != nil
+}

@@ -164,6 +164,11 @@ const (
 	RoleProducer   = 1 << 0
 	RoleConsumer   = 1 << 1
 	RoleSubscriber = 1 << 2
+	// RoleLeft is set in the role word of a slot its owner gave back (the
+	// role bits stay, for peer events); a slot freed by others after its
+	// owner died keeps its role without it. Peers that clear the word to
+	// 0 on leaving (the C client) are read as having left too.
+	RoleLeft = 1 << 31
 )
 
 // Subscription table entries (fan-out buses). An entry is a header block

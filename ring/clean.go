@@ -300,6 +300,10 @@ func (t *SubTable) minBlocking(li int) (min uint64, found bool, err error) {
 	return min, found, nil
 }
 
+// MinBlocking is the least cursor of lane li over the active blocking
+// subscriptions (found is false if there is none), for statistics.
+func (t *SubTable) MinBlocking(li int) (min uint64, found bool, err error) { return t.minBlocking(li) }
+
 // Releasable reports whether a clean of lane li would move its head now:
 // the blocking subscriptions have all passed it, or there are none and a
 // record is published there. It only loads words.

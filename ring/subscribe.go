@@ -425,3 +425,13 @@ func (t *SubTable) Begun(li int) uint64 {
 	}
 	return c.cleaned.Load()
 }
+
+// SubMark is a reader's position, to go back to (Reset).
+type SubMark struct{ pos, msgs uint64 }
+
+// Mark is the reader's current position.
+func (r *SubReader) Mark() SubMark { return SubMark{r.pos, r.msgs} }
+
+// Reset moves the reader back to m, which must not be before the last
+// Release: the records after it are read again.
+func (r *SubReader) Reset(m SubMark) { r.pos, r.msgs = m.pos, m.msgs }
