@@ -241,6 +241,9 @@ func (t *peerTable) list() []PeerInfo {
 // process that took the freed slot and found the role word already naming
 // it.
 //
+// On a fan-out bus it also removes the ephemeral subscriptions whose
+// holders are provably dead.
+//
 // The daemon calls it when a lease ends; any process may.
 func (b *Bus) ReleaseDead() ([]PeerInfo, error) {
 	if err := b.enter(); err != nil {
@@ -249,6 +252,9 @@ func (b *Bus) ReleaseDead() ([]PeerInfo, error) {
 	defer b.exit()
 	var out []PeerInfo
 	err := segment.Guard(func() error {
+		if b.subs != nil {
+			b.removeDead() // ephemeral subscriptions of dead holders stop holding producers back
+		}
 		t := b.peers
 		kick := false
 		for _, p := range t.list() {

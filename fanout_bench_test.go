@@ -1,0 +1,104 @@
+package shmbus
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// BenchmarkFanOutProducer is the producer's cost per 64-byte message on a
+// fan-out bus with 1 and with 4 blocking subscriptions (compare the two:
+// the target is at most 1.1× for 4). The subscriptions drain every 4096
+// messages, outside the timed part, so only the producer is measured:
+// its sends and the cleaning it does when the lane fills.
+func BenchmarkFanOutProducer(b *testing.B) {
+	for _, n := range []int{1, 4} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			bus, err := Create(fmt.Sprintf("bench-fan-prod-%d", n), &Options{Subscriptions: n, LaneCapacity: 1 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bus.Remove()
+			ctx := context.Background()
+			var subs []*Subscription
+			for i := range n {
+				s, err := bus.Subscribe(ctx, fmt.Sprintf("s%d", i), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				subs = append(subs, s)
+			}
+			p, err := bus.NewProducer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			msg := make([]byte, 64)
+			f := func([]byte, int) {}
+			b.SetBytes(64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i%4096 == 4095 {
+					b.StopTimer()
+					for _, s := range subs {
+						s.Poll(0, f)
+					}
+					b.StartTimer()
+				}
+				if err := p.Send(ctx, msg, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFanOutSubscriber is one subscriber's cost per 64-byte message
+// read in place (Poll, blocking) and copied (Receive, blocking and lossy),
+// in batches of 4096 that the producer sends outside the timed part.
+func BenchmarkFanOutSubscriber(b *testing.B) {
+	for _, mode := range []string{"poll", "receive", "lossy-receive"} {
+		b.Run(mode, func(b *testing.B) {
+			bus, err := Create("bench-fan-sub-"+mode, &Options{Subscriptions: 1, LaneCapacity: 1 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bus.Remove()
+			ctx := context.Background()
+			s, err := bus.Subscribe(ctx, "s", &SubscribeOptions{Lossy: mode == "lossy-receive"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := bus.NewProducer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			msg, buf := make([]byte, 64), make([]byte, 64)
+			f := func([]byte, int) {}
+			b.SetBytes(64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; {
+				b.StopTimer()
+				k := min(4096, b.N-i)
+				for range k {
+					p.Send(ctx, msg, 0)
+				}
+				b.StartTimer()
+				if mode == "poll" {
+					for got := 0; got < k; {
+						n, _ := s.Poll(k-got, f)
+						got += n
+					}
+				} else {
+					for range k {
+						if _, err := s.TryReceive(buf); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				i += k
+			}
+		})
+	}
+}
