@@ -17,6 +17,10 @@
 //	c, err := bus.NewConsumer()
 //	n, prio, err := c.Receive(ctx, buf)
 //
+// A fan-out bus (Options.Subscriptions) has subscriptions instead of the
+// consumer: every message goes to every subscription, each with its own
+// cursor, blocking or lossy, durable or ephemeral (see Bus.Subscribe).
+//
 // The segment format is in package layout and docs/layout.md; the ring and
 // doorbell protocols in package ring and docs/protocol.md.
 package shmbus
