@@ -405,3 +405,19 @@ func (s *busStat) writeSubscriptions(out io.Writer) {
 	w.Flush()
 	fmt.Fprintln(out)
 }
+
+// mostBehind is the subscription with the most messages not yet read (lag
+// in messages over all priorities; lossy ones included), and that number.
+func (s *busStat) mostBehind() (string, uint64) {
+	name, most := "", uint64(0)
+	for _, sub := range s.Subscriptions {
+		var n uint64
+		for _, m := range sub.LagMsgs {
+			n += m
+		}
+		if n > most {
+			name, most = sub.Name, n
+		}
+	}
+	return name, most
+}
