@@ -4,15 +4,17 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // BenchmarkFanOutProducer is the producer's cost per 64-byte message on a
 // fan-out bus with 1 and with 4 blocking subscriptions (compare the two:
-// the target is at most 1.1× for 4). The subscriptions drain every 4096
-// messages, outside the timed part, so only the producer is measured:
-// its sends and the cleaning it does when the lane fills.
+// the target is at most 1.1× for 4), and on a queue bus (subs=0). The
+// subscriptions (or the consumer) drain every 4096 messages, outside the
+// timed part, so only the producer is measured: its sends and the cleaning
+// it does when the lane fills.
 func BenchmarkFanOutProducer(b *testing.B) {
-	for _, n := range []int{1, 4} {
+	for _, n := range []int{0, 1, 4} {
 		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
 			bus, err := Create(fmt.Sprintf("bench-fan-prod-%d", n), &Options{Subscriptions: n, LaneCapacity: 1 << 20})
 			if err != nil {
@@ -20,6 +22,12 @@ func BenchmarkFanOutProducer(b *testing.B) {
 			}
 			defer bus.Remove()
 			ctx := context.Background()
+			var c *Consumer
+			if n == 0 {
+				if c, err = bus.NewConsumer(); err != nil {
+					b.Fatal(err)
+				}
+			}
 			var subs []*Subscription
 			for i := range n {
 				s, err := bus.Subscribe(ctx, fmt.Sprintf("s%d", i), nil)
@@ -42,6 +50,9 @@ func BenchmarkFanOutProducer(b *testing.B) {
 					b.StopTimer()
 					for _, s := range subs {
 						s.Poll(0, f)
+					}
+					if c != nil {
+						c.Poll(0, f)
 					}
 					b.StartTimer()
 				}
@@ -99,6 +110,73 @@ func BenchmarkFanOutSubscriber(b *testing.B) {
 				}
 				i += k
 			}
+		})
+	}
+}
+
+// BenchmarkFanOutFlow is messages flowing from one producer goroutine to
+// subs subscriber goroutines at once (64 bytes, Poll): ns/op is per message
+// sent, msgs/s per subscriber. subs=0 is a queue bus with its consumer.
+func BenchmarkFanOutFlow(b *testing.B) {
+	for _, n := range []int{0, 1, 3} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			bus, err := Create(fmt.Sprintf("bench-fan-flow-%d", n), &Options{Subscriptions: n, Producers: SingleProducer})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bus.Remove()
+			ctx := context.Background()
+			type poller interface {
+				Poll(int, func([]byte, int)) (int, error)
+				Wait(context.Context) error
+			}
+			var readers []poller
+			if n == 0 {
+				c, err := bus.NewConsumer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				readers = append(readers, c)
+			}
+			for i := range n {
+				s, err := bus.Subscribe(ctx, fmt.Sprintf("s%d", i), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				readers = append(readers, s)
+			}
+			p, err := bus.NewProducer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			go func() {
+				msg := make([]byte, 64)
+				for range b.N {
+					p.Send(ctx, msg, 0)
+				}
+			}()
+			done := make(chan struct{}, len(readers))
+			f := func([]byte, int) {}
+			for _, r := range readers {
+				go func() {
+					for got := 0; got < b.N; {
+						k, _ := r.Poll(0, f)
+						got += k
+						if k == 0 {
+							r.Wait(ctx)
+						}
+					}
+					done <- struct{}{}
+				}()
+			}
+			for range readers {
+				<-done
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 		})
 	}
 }

@@ -255,11 +255,20 @@ func (b *Bus) hold(ctx context.Context, slot int, name string, opts *SubscribeOp
 			return nil, err
 		}
 		if i, st := b.findSub(name, -1); i >= 0 {
+			e := &t.Entries[i]
 			if st == layout.SubCreating || st == layout.SubRemoving {
-				time.Sleep(time.Millisecond) // being made or removed: look again
+				// Being made or removed: look again. One left so for
+				// long was left by a process that died doing it.
+				if attempt%200 == 199 {
+					if alive, _ := b.holderAlive(e); !alive || st == layout.SubRemoving {
+						if e.State.CompareAndSwap(st, layout.SubRemoving) {
+							b.freeEntry(e)
+						}
+					}
+				}
+				time.Sleep(time.Millisecond)
 				continue
 			}
-			e := &t.Entries[i]
 			if lossy := e.Flags.Load()&layout.SubLossy != 0; lossy != opts.Lossy {
 				return nil, fmt.Errorf("%w: subscription exists as %s, asked for %s", ErrConfig, lossyWord(lossy), lossyWord(opts.Lossy))
 			}

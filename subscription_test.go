@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shmbus/shmbus/layout"
 )
 
 func fanBus(t *testing.T, name string, opts *Options) *Bus {
@@ -317,4 +319,24 @@ func TestCheckFanOut(t *testing.T) {
 		t.Fatalf("check of a bad state: %v", err)
 	}
 	b.subs.Entries[3].State.Store(0)
+}
+
+// TestSubscribeStaleEntry: an entry left half made by a process that died
+// making it does not block its name for ever.
+func TestSubscribeStaleEntry(t *testing.T) {
+	b := fanBus(t, "fan-stale", nil)
+	e := &b.subs.Entries[1]
+	copy(e.Name, "ghost")
+	e.NameLen.Store(5)
+	e.State.Store(layout.SubCreating) // no holder: its maker is gone
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := b.Subscribe(ctx, "ghost", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if infos, _ := b.Subscriptions(); len(infos) != 1 || infos[0].Name != "ghost" || !infos[0].Held {
+		t.Fatalf("subscriptions %+v", infos)
+	}
 }
