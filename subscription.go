@@ -808,6 +808,11 @@ func (s *Subscription) abandon() {
 		if s.eph {
 			if e.State.CompareAndSwap(layout.SubActive, layout.SubRemoving) {
 				s.b.freeEntry(e)
+				// Free what it held back now, for producers that cannot
+				// clean; the others are woken to look again.
+				for li := range s.lanes {
+					s.b.subs.Clean(li, s.slot, 0)
+				}
 				s.b.kickSpace()
 			}
 		} else {
