@@ -180,3 +180,60 @@ func BenchmarkFanOutFlow(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFanOutRoundTrip is a 64-byte ping-pong between two goroutines
+// over two buses: queue buses with a consumer each (subs=0), or fan-out
+// buses read through one subscription each (subs=1). ns/op is one round
+// trip.
+func BenchmarkFanOutRoundTrip(b *testing.B) {
+	for _, n := range []int{0, 1} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			type receiver func([]byte) error
+			var recv [2]receiver
+			var send [2]*Producer
+			for i := range 2 {
+				bus, err := Create(fmt.Sprintf("bench-fan-rt-%d-%d", n, i), &Options{Subscriptions: n, Producers: SingleProducer})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer bus.Remove()
+				if send[i], err = bus.NewProducer(); err != nil {
+					b.Fatal(err)
+				}
+				if n == 0 {
+					c, err := bus.NewConsumer()
+					if err != nil {
+						b.Fatal(err)
+					}
+					recv[i] = func(buf []byte) error { _, _, err := c.Receive(ctx, buf); return err }
+				} else {
+					s, err := bus.Subscribe(ctx, "s", nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					recv[i] = func(buf []byte) error { _, err := s.Receive(ctx, buf); return err }
+				}
+			}
+			msg := make([]byte, 64)
+			go func() {
+				buf := make([]byte, 64)
+				for range b.N {
+					if recv[0](buf) != nil {
+						return
+					}
+					send[1].Send(ctx, buf, 0)
+				}
+			}()
+			buf := make([]byte, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				send[0].Send(ctx, msg, 0)
+				if err := recv[1](buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
