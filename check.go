@@ -103,12 +103,15 @@ func checkSegment(seg []byte, h *layout.Header, g *layout.Geometry) []error {
 		if owner == 0 {
 			continue
 		}
-		if role&^(layout.RoleProducer|layout.RoleConsumer) != 0 {
+		if role&^(layout.RoleProducer|layout.RoleConsumer|layout.RoleSubscriber|layout.RoleLeft) != 0 {
 			fault("peer slot %d: role %#x", i, role)
 		}
 		if pid := layout.Word32(seg, off+layout.PeerPID).Load(); pid != 0 && uint64(pid) != owner>>32 {
 			fault("peer slot %d: owner tag %#x does not match pid %d", i, owner, pid)
 		}
+	}
+	if g.Subscriptions > 0 {
+		faults = append(faults, checkFanOut(seg, g)...)
 	}
 	return faults
 }

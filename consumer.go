@@ -41,6 +41,9 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 		return nil, err
 	}
 	defer b.exit()
+	if b.subs != nil {
+		return nil, fmt.Errorf("bus %q: new consumer: %w", b.name, ErrFanOut)
+	}
 	var c *Consumer
 	err := segment.Guard(func() error {
 		slot, err := b.peers.acquire(layout.RoleConsumer, b.lanes)

@@ -51,6 +51,8 @@ type peerTable struct {
 
 	mu   sync.Mutex
 	mine map[int]uint32 // slots this process holds, with their roles
+
+	onTake func(slot int) // fan-out buses: repairs clean locks a dead owner of the slot held
 }
 
 func newPeerTable(seg []byte, g *layout.Geometry) *peerTable {
@@ -63,6 +65,9 @@ func (t *peerTable) owner(i int) *atomic.Uint64 {
 
 // Slots implements ring.Peers.
 func (t *peerTable) Slots() int { return t.g.PeerSlots }
+
+// Free says whether slot i has no owner (one load: no proof of death).
+func (t *peerTable) Free(i int) bool { return t.owner(i).Load() == 0 }
 
 // Claim implements ring.Peers.
 func (t *peerTable) Claim(slot, lane int) ring.Claim { return ring.ClaimAt(t.seg, t.g, slot, lane) }
@@ -131,19 +136,23 @@ func (t *peerTable) init(i int, role uint32, lanes []*ring.Lane) {
 	t.mu.Lock()
 	t.mine[i] = role
 	t.mu.Unlock()
+	if t.onTake != nil {
+		t.onTake(i)
+	}
 }
 
 // release gives slot i back. Its claim records stay as they are: all its
 // claims are published (producers commit or abort before closing).
 func (t *peerTable) release(i int) {
 	t.mu.Lock()
-	_, ok := t.mine[i]
+	role, ok := t.mine[i]
 	delete(t.mine, i)
 	t.mu.Unlock()
 	if !ok {
 		return
 	}
-	layout.Word32(t.seg, t.g.PeerOff(i)+layout.PeerRole).Store(0)
+	// Left cleanly: the role stays readable for peer events (events.go).
+	layout.Word32(t.seg, t.g.PeerOff(i)+layout.PeerRole).Store(role | layout.RoleLeft)
 	t.owner(i).CompareAndSwap(t.tag, 0)
 }
 
@@ -194,7 +203,7 @@ func (t *peerTable) dropRole(w *atomic.Uint32, slot int) {
 type PeerInfo struct {
 	Slot   int
 	PID    int
-	Role   string // "producer", "consumer"
+	Role   string // "producer", "consumer", "subscriber"
 	Alive  bool
 	Joined time.Time
 }
@@ -208,13 +217,7 @@ func (t *peerTable) list() []PeerInfo {
 		}
 		off := t.g.PeerOff(i)
 		role := layout.Word32(t.seg, off+layout.PeerRole).Load()
-		name := "none"
-		switch {
-		case role&layout.RoleConsumer != 0:
-			name = "consumer"
-		case role&layout.RoleProducer != 0:
-			name = "producer"
-		}
+		name := roleName(role)
 		out = append(out, PeerInfo{
 			Slot:   i,
 			PID:    int(o >> 32),
@@ -238,6 +241,9 @@ func (t *peerTable) list() []PeerInfo {
 // process that took the freed slot and found the role word already naming
 // it.
 //
+// On a fan-out bus it also removes the ephemeral subscriptions whose
+// holders are provably dead.
+//
 // The daemon calls it when a lease ends; any process may.
 func (b *Bus) ReleaseDead() ([]PeerInfo, error) {
 	if err := b.enter(); err != nil {
@@ -246,6 +252,9 @@ func (b *Bus) ReleaseDead() ([]PeerInfo, error) {
 	defer b.exit()
 	var out []PeerInfo
 	err := segment.Guard(func() error {
+		if b.subs != nil {
+			b.removeDead() // ephemeral subscriptions of dead holders stop holding producers back
+		}
 		t := b.peers
 		kick := false
 		for _, p := range t.list() {

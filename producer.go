@@ -325,6 +325,9 @@ func (p *Producer) Close() error {
 // waitRoom blocks until lane l has room for size bytes, ctx is done or the
 // bus closes.
 func (b *Bus) waitRoom(ctx context.Context, l *ring.Producer, size int, spin *ring.Spinner) error {
+	if b.subs != nil {
+		return b.fanWaitRoom(ctx, l, size, spin)
+	}
 	deadline, _ := ctx.Deadline()
 	stop, cleanup := b.stopper(ctx, l.Lane().Space())
 	defer cleanup()

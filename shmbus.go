@@ -17,6 +17,10 @@
 //	c, err := bus.NewConsumer()
 //	n, prio, err := c.Receive(ctx, buf)
 //
+// A fan-out bus (Options.Subscriptions) has subscriptions instead of the
+// consumer: every message goes to every subscription, each with its own
+// cursor, blocking or lossy, durable or ephemeral (see Bus.Subscribe).
+//
 // The segment format is in package layout and docs/layout.md; the ring and
 // doorbell protocols in package ring and docs/protocol.md.
 package shmbus
@@ -104,6 +108,12 @@ type Options struct {
 	PeerSlots    int          // peers that may be attached at once; default 64
 	Dir          string       // default $SHMBUS_DIR or /dev/shm
 
+	// Subscriptions makes a fan-out bus with room for that many
+	// subscriptions (1..64): every message goes to every subscription (see
+	// Bus.Subscribe), and the bus has no queue consumer. 0, the default, is
+	// a queue bus.
+	Subscriptions int
+
 	// Memfd makes the bus an anonymous memfd (Linux) instead of a file in
 	// Dir: it has no name in any directory, is sealed so that its size can
 	// never change, and is reached only through its descriptor (Bus.File),
@@ -143,6 +153,10 @@ type Bus struct {
 	producers map[*Producer]struct{} // open producers of this process
 	consumer  *Consumer              // the open consumer of this process, if any
 
+	subs          *ring.SubTable             // fan-out buses: the subscription table; nil for a queue
+	subscriptions map[*Subscription]struct{} // open subscriptions of this process
+	fan           fanState
+
 	// calls counts the calls using the mapping, plus closingBit once Close
 	// has begun; the last call to leave after that closes drained.
 	calls     atomic.Int64
@@ -168,6 +182,7 @@ func (o *Options) config() (layout.Config, error) {
 		c.LaneCapacity = DefaultLaneCapacity
 	}
 	c.RecordLimit = o.RecordLimit
+	c.Subscriptions = o.Subscriptions
 	c.PeerSlots = o.PeerSlots
 	if c.PeerSlots == 0 {
 		c.PeerSlots = DefaultPeerSlots
@@ -447,6 +462,9 @@ func attach(name string, m *segment.Mapping, h layout.Header, g layout.Geometry,
 		b.lanes = append(b.lanes, ring.NewLane(seg, &b.g, i, b.sleeper(1+i)))
 	}
 	b.peers = newPeerTable(seg, &b.g)
+	if g.Subscriptions > 0 {
+		b.attachFanOut()
+	}
 	return b
 }
 
@@ -525,6 +543,9 @@ func (b *Bus) Close() error {
 		}
 		if b.consumer != nil {
 			b.consumer.abandon()
+		}
+		for s := range b.subscriptions {
+			s.abandon()
 		}
 		b.peers.releaseAll()
 		return nil

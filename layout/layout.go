@@ -1,4 +1,4 @@
-// Package layout defines version 1 of the shmbus segment format: where every
+// Package layout defines version 2 of the shmbus segment format: where every
 // field lives, how big each part is, and how to encode, decode and validate
 // the parts that describe the rest.
 //
@@ -11,6 +11,8 @@
 //	[4096, ...)               one control block per lane, CtrlSize bytes each
 //	page-aligned              one data ring per lane, Capacity bytes each
 //	page-aligned              peer table: PeerSlots slots of PeerSlotSize bytes
+//	page-aligned              fan-out buses only: subscription table,
+//	                          Subscriptions entries of SubEntrySize bytes
 //	                          (total size rounded up to a page)
 //
 // The geometry is fully determined by the configuration fields of the header
@@ -25,8 +27,9 @@ import (
 	"math/bits"
 )
 
-// Version is the format version this package reads and writes.
-const Version = 1
+// Version is the format version this package reads and writes. Version 2
+// added the subscription table of fan-out buses and the lane clean words.
+const Version = 2
 
 // Magic is the first eight bytes of every segment. The high-bit first byte
 // and the trailing newline catch files mangled by text-mode transfers.
@@ -56,6 +59,8 @@ const (
 	MaxCapacity    = 1 << 30
 	MinRecordLimit = 64
 	MaxPeerSlots   = 4096
+	// MaxSubscriptions is the most subscription slots a fan-out bus has.
+	MaxSubscriptions = 64
 	// NoProducer marks a record not written by any peer slot (padding made by recovery).
 	NoProducer = 0xFFFF
 )
@@ -81,6 +86,9 @@ const (
 	OffCreatedNano  = 0x050 // i64: creation time, Unix nanoseconds
 	OffCreatorPID   = 0x058 // u32
 	OffCreatorStart = 0x060 // u64: creator's start time (clock ticks since boot)
+	OffSubSlots     = 0x068 // u32: subscription slots; 0 = a queue bus (no table)
+	OffSubEntrySize = 0x06C // u32: SubEntrySize(lanes), or 0 on a queue bus
+	OffSubTable     = 0x070 // u64: offset of the subscription table, or 0
 	OffReady        = 0x07C // u32: ReadyValue once initialised; stored last
 
 	// Bus block: written rarely, read by every attacher.
@@ -118,6 +126,13 @@ const (
 	CtrlRecovered = 0x098 // u64: spans of dead producers turned into padding
 	CtrlReleasing = 0x0A0 // u64: the head a release in progress moves to (see ring.Consumer.Release)
 
+	// Clean words of fan-out buses (see ring/clean.go), in the consumer
+	// block, which a fan-out bus has no consumer to write.
+	CtrlCleaner       = 0x0A8 // u32: clean lock: peer slot index + 1 of the cleaner, 0 = free
+	CtrlCleanSeq      = 0x0B0 // u64: seqlock of Releasing and ReleasingMsgs: odd while they change
+	CtrlCleanedMsgs   = 0x0B8 // u64: messages begun in [start, head): exact, kept by cleaners
+	CtrlReleasingMsgs = 0x0C0 // u64: messages begun in [start, releasing)
+
 	// Space doorbell: producers blocked on a full lane sleep here (one
 	// 64-bit word, laid out as the data doorbell).
 	CtrlSpaceSeq     = 0x100 // u32: sequence, futex word
@@ -146,9 +161,62 @@ const (
 
 // Peer roles.
 const (
-	RoleProducer = 1 << 0
-	RoleConsumer = 1 << 1
+	RoleProducer   = 1 << 0
+	RoleConsumer   = 1 << 1
+	RoleSubscriber = 1 << 2
+	// RoleLeft is set in the role word of a slot its owner gave back (the
+	// role bits stay, for peer events); a slot freed by others after its
+	// owner died keeps its role without it. Peers that clear the word to
+	// 0 on leaving (the C client) are read as having left too.
+	RoleLeft = 1 << 31
 )
+
+// Subscription table entries (fan-out buses). An entry is a header block
+// of SubHeaderSize bytes, then SubLaneSize bytes per lane: the cursor and
+// delivered count of that lane, written by the subscription's holder.
+const (
+	SubHeaderSize = CacheBlock
+	SubLaneSize   = 16
+	SubNameMax    = 64
+
+	SubState     = 0x00 // u32: SubFree, SubCreating, SubActive, SubRemoving; changed by CAS
+	SubFlags     = 0x04 // u32: SubLossy | SubDurable | SubEvents
+	SubHolder    = 0x08 // u32: peer slot index + 1 of the holder, 0 = none
+	SubGen       = 0x0C // u32: generation, bumped each time the entry is made
+	SubHolderTag = 0x10 // u64: the holder's peer owner tag when it took hold
+	SubCreated   = 0x18 // i64: Unix nanoseconds
+	SubNameLen   = 0x20 // u32: bytes of SubName used
+	SubName      = 0x40 // [SubNameMax]byte
+	SubLanes     = SubHeaderSize
+
+	// Within a lane's SubLaneSize bytes.
+	SubCursor    = 0x00 // u64: read position: everything before it is released
+	SubDelivered = 0x08 // u64: messages begun before the cursor (as CtrlCleanedMsgs counts)
+)
+
+// Subscription entry states.
+const (
+	SubFree     = 0
+	SubCreating = 1 // being made: not yet visible to cleaners
+	SubActive   = 2
+	SubRemoving = 3 // being removed: ignored by cleaners, not yet reusable
+)
+
+// Subscription flags.
+const (
+	SubLossy   = 1 << 0 // not in the release minimum: overrun instead of blocking producers
+	SubDurable = 1 << 1 // stays when its holder dies
+	SubEvents  = 1 << 2 // its holder asked for peer lifecycle events
+	knownSub   = SubLossy | SubDurable | SubEvents
+)
+
+// KnownSubFlags reports whether f has only defined subscription flags.
+func KnownSubFlags(f uint32) bool { return f&^knownSub == 0 }
+
+// SubEntrySize is the size of one subscription entry for lanes lanes.
+func SubEntrySize(lanes int) uint64 {
+	return alignUp(SubHeaderSize+uint64(lanes)*SubLaneSize, CacheBlock)
+}
 
 // Header flags.
 const (
@@ -190,9 +258,12 @@ type Config struct {
 	LaneCapacity int // bytes per lane ring, power of two in [MinCapacity, MaxCapacity]
 	RecordLimit  int // largest record (header + payload) a lane accepts; 0 = LaneCapacity/8
 	PeerSlots    int // 1..MaxPeerSlots
-	MaxMessage   uint64
-	Flags        uint32
-	WakeMode     WakeMode
+	// Subscriptions is the number of subscription slots of a fan-out bus,
+	// 1..MaxSubscriptions; 0 is a queue bus.
+	Subscriptions int
+	MaxMessage    uint64
+	Flags         uint32
+	WakeMode      WakeMode
 }
 
 // LaneEntry is one row of the lane table.
@@ -210,6 +281,8 @@ type Geometry struct {
 	Lanes        []LaneEntry
 	PeerTableOff uint64
 	PeerSlotSize uint64
+	SubTableOff  uint64 // 0 on a queue bus
+	SubEntrySize uint64 // 0 on a queue bus
 	TotalSize    uint64
 }
 
@@ -240,6 +313,9 @@ func (c Config) Normalize() (Config, error) {
 	if c.PeerSlots < 1 || c.PeerSlots > MaxPeerSlots {
 		return c, fmt.Errorf("%w: %d peer slots, want 1..%d", ErrConfig, c.PeerSlots, MaxPeerSlots)
 	}
+	if c.Subscriptions < 0 || c.Subscriptions > MaxSubscriptions {
+		return c, fmt.Errorf("%w: %d subscriptions, want 0 (a queue) or 1..%d", ErrConfig, c.Subscriptions, MaxSubscriptions)
+	}
 	if c.MaxMessage < 1 {
 		return c, fmt.Errorf("%w: max message %d", ErrConfig, c.MaxMessage)
 	}
@@ -254,8 +330,9 @@ func (c Config) Normalize() (Config, error) {
 
 // Plan lays a segment out for c. It is the only placement rule: control
 // blocks follow the header back to back, each data ring starts on a page, the
-// peer table starts on a page after the last ring, and the total is a whole
-// number of pages.
+// peer table starts on a page after the last ring, the subscription table
+// (fan-out buses only) on the page after the peer table, and the total is a
+// whole number of pages.
 func Plan(c Config) (Geometry, error) {
 	c, err := c.Normalize()
 	if err != nil {
@@ -275,7 +352,20 @@ func Plan(c Config) (Geometry, error) {
 	g.PeerTableOff = off
 	g.PeerSlotSize = PeerSlotSize(c.Lanes)
 	g.TotalSize = alignUp(off+uint64(c.PeerSlots)*g.PeerSlotSize, PageSize)
+	if c.Subscriptions > 0 {
+		g.SubTableOff = g.TotalSize
+		g.SubEntrySize = SubEntrySize(c.Lanes)
+		g.TotalSize = alignUp(g.SubTableOff+uint64(c.Subscriptions)*g.SubEntrySize, PageSize)
+	}
 	return g, nil
+}
+
+// SubOff is the offset of subscription entry i.
+func (g *Geometry) SubOff(i int) uint64 { return g.SubTableOff + uint64(i)*g.SubEntrySize }
+
+// SubLaneOff is the offset of subscription entry i's words for lane l.
+func (g *Geometry) SubLaneOff(i, l int) uint64 {
+	return g.SubOff(i) + SubLanes + uint64(l)*SubLaneSize
 }
 
 // PeerOff is the offset of peer slot i.
@@ -306,6 +396,9 @@ type Header struct {
 	CreatedNano  int64
 	CreatorPID   uint32
 	CreatorStart uint64
+	SubSlots     uint32
+	SubEntrySize uint32
+	SubTable     uint64
 	Ready        uint32
 	Lanes        []LaneEntry
 }
@@ -328,6 +421,9 @@ func NewHeader(g Geometry) Header {
 		CtrlSize:     CtrlSize,
 		PeerSlotSize: uint32(g.PeerSlotSize),
 		PeerTable:    g.PeerTableOff,
+		SubSlots:     uint32(g.Subscriptions),
+		SubEntrySize: uint32(g.SubEntrySize),
+		SubTable:     g.SubTableOff,
 		SemID:        -1,
 		Lanes:        append([]LaneEntry(nil), g.Lanes...),
 	}
@@ -357,6 +453,9 @@ func (h *Header) Encode(b []byte) {
 	le.PutUint64(b[OffCreatedNano:], uint64(h.CreatedNano))
 	le.PutUint32(b[OffCreatorPID:], h.CreatorPID)
 	le.PutUint64(b[OffCreatorStart:], h.CreatorStart)
+	le.PutUint32(b[OffSubSlots:], h.SubSlots)
+	le.PutUint32(b[OffSubEntrySize:], h.SubEntrySize)
+	le.PutUint64(b[OffSubTable:], h.SubTable)
 	le.PutUint32(b[OffReady:], h.Ready)
 	for i, e := range h.Lanes {
 		p := b[LaneTableOffset+i*LaneEntrySize:]
@@ -396,6 +495,9 @@ func DecodeHeader(b []byte) (Header, error) {
 		CreatedNano:  int64(le.Uint64(b[OffCreatedNano:])),
 		CreatorPID:   le.Uint32(b[OffCreatorPID:]),
 		CreatorStart: le.Uint64(b[OffCreatorStart:]),
+		SubSlots:     le.Uint32(b[OffSubSlots:]),
+		SubEntrySize: le.Uint32(b[OffSubEntrySize:]),
+		SubTable:     le.Uint64(b[OffSubTable:]),
 		Ready:        le.Uint32(b[OffReady:]),
 	}
 	if h.Version != Version {
@@ -424,8 +526,10 @@ func (h *Header) Config() Config {
 		Lanes:      int(h.LaneCount),
 		PeerSlots:  int(h.PeerSlots),
 		MaxMessage: h.MaxMessage,
-		Flags:      h.Flags,
-		WakeMode:   h.WakeMode,
+		// A count beyond the limit fails Plan; it must not wrap into range.
+		Subscriptions: int(min(h.SubSlots, MaxSubscriptions+1)),
+		Flags:         h.Flags,
+		WakeMode:      h.WakeMode,
 	}
 	if len(h.Lanes) > 0 && h.Lanes[0].Capacity <= MaxCapacity {
 		c.LaneCapacity = int(h.Lanes[0].Capacity)
@@ -461,6 +565,10 @@ func (h *Header) Validate(fileSize int64) (Geometry, error) {
 	if h.PeerTable != g.PeerTableOff || uint64(h.PeerSlotSize) != g.PeerSlotSize {
 		return Geometry{}, fmt.Errorf("%w: peer table at %#x with %d-byte slots, expected %#x and %d",
 			ErrCorrupt, h.PeerTable, h.PeerSlotSize, g.PeerTableOff, g.PeerSlotSize)
+	}
+	if h.SubTable != g.SubTableOff || uint64(h.SubEntrySize) != g.SubEntrySize {
+		return Geometry{}, fmt.Errorf("%w: subscription table at %#x with %d-byte entries, expected %#x and %d",
+			ErrCorrupt, h.SubTable, h.SubEntrySize, g.SubTableOff, g.SubEntrySize)
 	}
 	if h.TotalSize != g.TotalSize {
 		return Geometry{}, fmt.Errorf("%w: total size %d, layout needs %d", ErrCorrupt, h.TotalSize, g.TotalSize)

@@ -18,7 +18,7 @@ func goldenConfig() Config {
 		Flags: FlagMultiProducer, WakeMode: WakeSem}
 }
 
-// TestGoldenHeader pins format v1: the header page of a fixed
+// TestGoldenHeader pins format v2 for a queue bus: the header page of a fixed
 // configuration, byte for byte. A change here is a format change and needs
 // a new version number.
 func TestGoldenHeader(t *testing.T) {
@@ -38,7 +38,7 @@ func TestGoldenHeader(t *testing.T) {
 	// Only the used prefix: magic .. lane table.
 	used := b[:LaneTableOffset+len(g.Lanes)*LaneEntrySize]
 	got := hex.Dump(used)
-	path := filepath.Join("testdata", "header-v1.golden")
+	path := filepath.Join("testdata", "header-v2.golden")
 	if *update {
 		os.MkdirAll("testdata", 0o755)
 		os.WriteFile(path, []byte(got), 0o644)
@@ -48,7 +48,7 @@ func TestGoldenHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got != string(want) {
-		t.Fatalf("header v1 bytes changed:\n%s\nwant:\n%s", got, want)
+		t.Fatalf("header v2 bytes changed:\n%s\nwant:\n%s", got, want)
 	}
 	if !bytes.Equal(b[len(used):], make([]byte, HeaderSize-len(used))) {
 		t.Fatal("bytes after the lane table are not zero")
@@ -91,7 +91,12 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", func([]byte) {}, 0x9000, nil},
 		{"bad magic", func(b []byte) { b[1] = 'X' }, 0x9000, ErrCorrupt},
-		{"version 2", func(b []byte) { le.PutUint32(b[OffVersion:], 2) }, 0x9000, ErrVersion},
+		{"version 1", func(b []byte) { le.PutUint32(b[OffVersion:], 1) }, 0x9000, ErrVersion},
+		{"version 3", func(b []byte) { le.PutUint32(b[OffVersion:], 3) }, 0x9000, ErrVersion},
+		{"subscriptions on a queue", func(b []byte) { le.PutUint32(b[OffSubSlots:], 1) }, 0x9000, ErrCorrupt},
+		{"subscriptions 2^32-1", func(b []byte) { le.PutUint32(b[OffSubSlots:], 0xFFFFFFFF) }, 0x9000, ErrCorrupt},
+		{"subscription table on a queue", func(b []byte) { le.PutUint64(b[OffSubTable:], 0x9000) }, 0x9000, ErrCorrupt},
+		{"subscription entry size on a queue", func(b []byte) { le.PutUint32(b[OffSubEntrySize:], 128) }, 0x9000, ErrCorrupt},
 		{"not ready", func(b []byte) { le.PutUint32(b[OffReady:], 0) }, 0x9000, ErrNotReady},
 		{"file shorter", func([]byte) {}, 0x8000, ErrCorrupt},
 		{"file longer", func([]byte) {}, 0xA000, ErrCorrupt},
@@ -187,6 +192,15 @@ func FuzzHeader(f *testing.F) {
 	b := make([]byte, HeaderSize)
 	h.Encode(b)
 	f.Add(b, int64(g.TotalSize))
+	fc := goldenConfig()
+	fc.Subscriptions = 3
+	fg, _ := Plan(fc)
+	fh := NewHeader(fg)
+	fh.SemID = 1
+	fh.Ready = ReadyValue
+	fb := make([]byte, HeaderSize)
+	fh.Encode(fb)
+	f.Add(fb, int64(fg.TotalSize))
 	f.Add(b[:200], int64(0))
 	f.Add([]byte{}, int64(-1))
 	f.Fuzz(func(t *testing.T, data []byte, size int64) {
@@ -211,5 +225,59 @@ func FuzzHeader(f *testing.F) {
 		if g.PeerTableOff+uint64(g.PeerSlots)*g.PeerSlotSize > uint64(size) {
 			t.Fatalf("peer table outside the file")
 		}
+		if g.Subscriptions > 0 && (g.SubTableOff < g.PeerTableOff+uint64(g.PeerSlots)*g.PeerSlotSize ||
+			g.SubTableOff+uint64(g.Subscriptions)*g.SubEntrySize > uint64(size)) {
+			t.Fatalf("subscription table outside the file")
+		}
 	})
+}
+
+// TestGoldenFanOut pins the fan-out additions of format v2: the header
+// words naming the subscription table, and where the table and its entries
+// lie for a fixed configuration.
+func TestGoldenFanOut(t *testing.T) {
+	c := goldenConfig()
+	c.Subscriptions = 3
+	g, err := Plan(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3 lanes: entries of 128 + 3*16 bytes, rounded to 256; the table
+	// starts on the page after the peer table (which ends at 0x8500).
+	if g.PeerTableOff != 0x8000 || g.SubTableOff != 0x9000 || g.SubEntrySize != 256 || g.TotalSize != 0xA000 {
+		t.Fatalf("geometry: peer table %#x, subscription table %#x of %d-byte entries, total %#x",
+			g.PeerTableOff, g.SubTableOff, g.SubEntrySize, g.TotalSize)
+	}
+	if g.SubOff(2) != 0x9200 || g.SubLaneOff(1, 2) != 0x9100+0x80+0x20 {
+		t.Fatalf("entry offsets %#x %#x", g.SubOff(2), g.SubLaneOff(1, 2))
+	}
+	h := NewHeader(g)
+	h.SemID = 1
+	h.Ready = ReadyValue
+	b := make([]byte, HeaderSize)
+	h.Encode(b)
+	want := "03000000" + "00010000" + "0090000000000000"
+	if got := hex.EncodeToString(b[OffSubSlots : OffSubTable+8]); got != want {
+		t.Fatalf("subscription words % x, want %s", b[OffSubSlots:OffSubTable+8], want)
+	}
+	h2, err := DecodeHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.Validate(int64(g.TotalSize)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []uint32{0, 17, 65} {
+		le.PutUint32(b[OffSubSlots:], n)
+		h3, _ := DecodeHeader(b)
+		if _, err := h3.Validate(int64(g.TotalSize)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%d subscriptions in a 3-subscription segment: %v", n, err)
+		}
+	}
+	if SubEntrySize(64) != 1152 || SubEntrySize(1) != 256 {
+		t.Fatal("entry size changed")
+	}
+	if _, err := Plan(Config{Lanes: 1, LaneCapacity: 1024, PeerSlots: 1, MaxMessage: 1, WakeMode: WakeFutex, Subscriptions: 65}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("65 subscriptions: %v", err)
+	}
 }

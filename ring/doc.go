@@ -63,6 +63,13 @@
 // bounded so that a lost wake-up (a producer dying between publish and
 // ring) costs latency, never liveness.
 //
+// # Fan-out lanes
+//
+// On a fan-out bus a lane has no consumer but several read cursors, one per
+// subscription (subscribe.go); producers are unchanged, except that one that
+// finds the lane full first cleans it, moving the head up to the slowest
+// blocking cursor (clean.go).
+//
 // # What is trusted
 //
 // Nothing read from the segment is used as an index without a check: a

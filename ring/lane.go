@@ -42,6 +42,8 @@ type Lane struct {
 	releaseRaw                         []byte         // the same word, for the consumer's plain store
 	spaceSleeps, spaceWakes, dataWakes *atomic.Uint64
 	space                              *Doorbell
+
+	fan *SubTable // fan-out buses: the table whose cleaners free space (clean.go)
 }
 
 // NewLane returns the views of lane i of the segment seg laid out as g.

@@ -150,6 +150,13 @@ func (p *Producer) claimSpan(size uint64) error {
 				continue
 			}
 			if end-p.head > l.capacity {
+				if l.fan != nil { // fan-out: free what the subscriptions passed
+					if moved, err := l.fan.Clean(l.index, int(p.id), end-p.head-l.capacity); err != nil {
+						return err
+					} else if moved {
+						continue
+					}
+				}
 				l.fullEvents.Add(1)
 				return ErrFull
 			}

@@ -63,7 +63,7 @@ typedef _Atomic uint64_t a64;
 #define ACQ memory_order_acquire
 #define RLX memory_order_relaxed
 
-/* ---- constants of format version 1 (2.1) ---- */
+/* ---- constants of format version 2 (2.1) ---- */
 
 enum {
 	PAGE = 4096,
@@ -77,7 +77,10 @@ enum {
 	MAX_PEER_SLOTS = 4096,
 	MIN_RECORD_LIMIT = 64,
 	NO_PRODUCER = 0xFFFF,
-	VERSION = 1,
+	MAX_SUBSCRIPTIONS = 64,
+	SUB_HEADER = 128,
+	SUB_LANE = 16,
+	VERSION = 2,
 };
 #define MIN_CAPACITY 1024ull
 #define MAX_CAPACITY (1ull << 30)
@@ -90,7 +93,8 @@ enum {
 	H_WAKE = 0x01C, H_LANES = 0x020, H_SLOTS = 0x024, H_MAX_MESSAGE = 0x028,
 	H_LANE_TABLE = 0x030, H_LANE_ENTRY = 0x034, H_CTRL_SIZE = 0x038,
 	H_SLOT_SIZE = 0x03C, H_PEER_TABLE = 0x040, H_SEM_ID = 0x048,
-	H_SEM_COOKIE = 0x04C, H_READY = 0x07C, H_CONSUMER = 0x080,
+	H_SEM_COOKIE = 0x04C, H_SUB_SLOTS = 0x068, H_SUB_ENTRY = 0x06C, H_SUB_TABLE = 0x070,
+	H_READY = 0x07C, H_CONSUMER = 0x080,
 	H_DATA_BELL = 0x100, H_CONSUMER_SLEEPS = 0x180, H_CONSUMER_WAKES = 0x188,
 	H_DROPPED = 0x190,
 };
@@ -227,6 +231,7 @@ struct shmbus {
 	uint64_t C, R, max_message;
 	uint32_t flags, wake;
 	uint64_t slot_size, peer_table;
+	uint32_t subscriptions; /* fan-out buses: subscription slots (no queue consumer); 0 = a queue */
 	uint64_t data_off[MAX_LANES];
 	int semid;
 	uint32_t sem_cookie;
@@ -548,6 +553,20 @@ static int validate(shmbus_t *b, const uint8_t *hp, uint64_t file_size)
 		return fail(SHMBUS_ERR_CORRUPT, "peer table at %#llx with %u-byte slots, expected %#llx and %llu",
 		            (unsigned long long)rd64(hp + H_PEER_TABLE), rd32(hp + H_SLOT_SIZE),
 		            (unsigned long long)peer_table, (unsigned long long)slot_size);
+	/* Fan-out buses (2.3): the subscription table on the page after the peer table. */
+	uint32_t S = rd32(hp + H_SUB_SLOTS);
+	uint64_t sub_table = 0, sub_entry = 0;
+	if (S > MAX_SUBSCRIPTIONS)
+		return fail(SHMBUS_ERR_CORRUPT, "%u subscriptions, want 0..64", S);
+	if (S > 0) {
+		sub_table = total;
+		sub_entry = align_up(SUB_HEADER + (uint64_t)L * SUB_LANE, 128);
+		total = align_up(sub_table + (uint64_t)S * sub_entry, PAGE);
+	}
+	if (rd64(hp + H_SUB_TABLE) != sub_table || rd32(hp + H_SUB_ENTRY) != sub_entry)
+		return fail(SHMBUS_ERR_CORRUPT, "subscription table at %#llx with %u-byte entries, expected %#llx and %llu",
+		            (unsigned long long)rd64(hp + H_SUB_TABLE), rd32(hp + H_SUB_ENTRY),
+		            (unsigned long long)sub_table, (unsigned long long)sub_entry);
 	if (rd64(hp + H_TOTAL) != total)
 		return fail(SHMBUS_ERR_CORRUPT, "total size %llu, layout needs %llu", (unsigned long long)rd64(hp + H_TOTAL),
 		            (unsigned long long)total);
@@ -561,6 +580,7 @@ static int validate(shmbus_t *b, const uint8_t *hp, uint64_t file_size)
 		return fail(SHMBUS_ERR_CORRUPT, "total size %llu does not fit in memory", (unsigned long long)total);
 	b->L = L; b->P = P; b->C = C; b->R = R; b->max_message = maxmsg;
 	b->flags = flags; b->wake = wake; b->slot_size = slot_size; b->peer_table = peer_table;
+	b->subscriptions = S;
 	b->total = total; b->semid = wake == SHMBUS_WAKE_SEM ? semid : -1;
 	b->sem_cookie = rd32(hp + H_SEM_COOKIE);
 	return SHMBUS_OK;
@@ -1325,6 +1345,9 @@ int shmbus_consumer_open(shmbus_t *b, shmbus_consumer_t **out)
 	*out = NULL;
 	if (b->consumer)
 		return fail(SHMBUS_ERR_BUSY, "this process already has a consumer on the bus");
+	if (b->subscriptions)
+		return fail(SHMBUS_ERR_UNSUPPORTED, "a fan-out bus (%u subscriptions) has no queue consumer; this client does not subscribe",
+		            b->subscriptions);
 	shmbus_consumer_t *c = calloc(1, sizeof *c);
 	if (!c)
 		return fail(SHMBUS_ERR_NO_MEMORY, "consumer");

@@ -2,7 +2,7 @@
  * shmbus.h - C client of shmbus, the shared-memory message bus.
  *
  * Attaches to a bus made by the Go library (or the shmbus command), joins it
- * as a producer or as its consumer, and speaks segment format version 1 as
+ * as a producer or as its consumer, and speaks segment format version 2 as
  * docs/layout.md describes it: C11 atomics, shared futexes, and System V
  * semaphores for buses in sem wake mode. Linux only.
  *
@@ -35,9 +35,9 @@ typedef enum shmbus_err {
 	SHMBUS_ERR_PERMISSION,  /* the segment's mode does not admit this process */
 	SHMBUS_ERR_NOT_REGULAR, /* the path is a symbolic link, a directory, a FIFO, ... */
 	SHMBUS_ERR_NOT_READY,   /* the creator did not finish initialising the segment in time */
-	SHMBUS_ERR_VERSION,     /* the segment's format version is not 1 */
+	SHMBUS_ERR_VERSION,     /* the segment's format version is not 2 */
 	SHMBUS_ERR_CORRUPT,     /* the header, a record, a position or the semaphore set is invalid */
-	SHMBUS_ERR_UNSUPPORTED, /* big-endian host, or 64-bit atomics that are not lock-free */
+	SHMBUS_ERR_UNSUPPORTED, /* big-endian host, 64-bit atomics that are not lock-free, or a consumer on a fan-out bus */
 	SHMBUS_ERR_BUSY,        /* a live process holds the consumer (or single-producer) role */
 	SHMBUS_ERR_NO_SLOT,     /* every peer slot is held by a live peer (or a dead one not yet recovered) */
 	SHMBUS_ERR_PRIORITY,    /* a priority outside 0 .. shmbus_priorities()-1 */
@@ -123,7 +123,11 @@ int shmbus_try_send(shmbus_producer_t *p, const void *msg, size_t n, int prio);
 int shmbus_producer_close(shmbus_producer_t *p);
 
 /* Take the bus's consumer role (SHMBUS_ERR_BUSY while a live process holds
- * it). Resumes after the last message a previous consumer released. */
+ * it). Resumes after the last message a previous consumer released. A
+ * fan-out bus (made with subscriptions) has no consumer:
+ * SHMBUS_ERR_UNSUPPORTED. A producer works on either kind of bus; on a
+ * fan-out bus, space is freed by the Go peers (subscribers and producers),
+ * so a C producer whose lane is full waits until one of them cleans it. */
 int shmbus_consumer_open(shmbus_t *bus, shmbus_consumer_t **c);
 
 /* Copy the oldest message of the highest priority into buf (cap bytes),

@@ -117,9 +117,10 @@ CRASH = 3
 ROLE_NONE = 0
 ROLE_PRODUCER = 1
 ROLE_CONSUMER = 2
+ROLE_SUBSCRIBER = 3  # fan-out buses
 EVENT_NAMES = {JOIN: "JOIN", LEAVE: "LEAVE", CRASH: "CRASH"}
 ROLE_NAMES = {ROLE_NONE: "none", ROLE_PRODUCER: "producer",
-              ROLE_CONSUMER: "consumer"}
+              ROLE_CONSUMER: "consumer", ROLE_SUBSCRIBER: "subscriber"}
 
 # max_payload until WELCOME says otherwise: a 64 MiB message and its fields.
 DEFAULT_MAX_PAYLOAD = (64 << 20) + (64 << 10)

@@ -22,6 +22,7 @@ func (a *app) createCmd() *cobra.Command {
 		wake        = "futex"
 		mode        = uint32(shmbus.DefaultMode)
 		failFast    bool
+		subs        int
 		asJSON      bool
 		force       bool
 	)
@@ -45,6 +46,7 @@ than 64 priorities, ...) is a usage error (exit status 2); a combination the
 library refuses (a record limit above half the capacity) is a runtime error
 (exit status 1).`,
 		Example: `  shmbus create orders --priorities 4 --capacity 4MiB
+  shmbus create events --subscriptions 16
   shmbus create log --producers single --wake sem --mode 0660`,
 		Args: busArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -62,6 +64,8 @@ library refuses (a record limit above half the capacity) is a runtime error
 				Mode:         fs.FileMode(mode),
 				PeerSlots:    peers,
 				Dir:          a.dir,
+				// A fan-out bus: every message to every subscription (see sub).
+				Subscriptions: subs,
 			}
 			if producers == "single" {
 				opts.Producers = shmbus.SingleProducer
@@ -120,6 +124,8 @@ library refuses (a record limit above half the capacity) is a runtime error
 	f.Var(enumValue{&wake, []string{"futex", "sem"}}, "wake", "how sleepers are woken: futexes or a System V semaphore set")
 	f.Var(intValue{&peers, "number of peers", 1, layout.MaxPeerSlots}, "peers",
 		fmt.Sprintf("at most N peers (producers and the consumer) attached at once (1..%d)", layout.MaxPeerSlots))
+	f.Var(intValue{&subs, "number of subscriptions", 0, layout.MaxSubscriptions}, "subscriptions",
+		fmt.Sprintf("make a fan-out bus with room for N subscriptions (1..%d): every message to every subscriber, no queue consumer", layout.MaxSubscriptions))
 	f.BoolVar(&failFast, "fail-fast", false, "a full lane fails sends at once instead of making them wait")
 	f.BoolVar(&asJSON, "json", false, "print the new bus's configuration as JSON (as stat --json)")
 	f.BoolVar(&force, "force", false, "create even if the segment is larger than the free space (or, on tmpfs, the available memory)")

@@ -30,6 +30,9 @@ type lsFigures struct {
 	Unreadable  bool   `json:"unreadable,omitempty"`
 	Peers       int    `json:"peers"`
 	Wake        string `json:"wake"`
+	// Fan-out buses: subscriptions in use, and how many hold producers back.
+	Subscriptions int `json:"subscriptions,omitempty"`
+	HoldingBack   int `json:"holding_back,omitempty"`
 }
 
 func (a *app) lsCmd() *cobra.Command {
@@ -76,6 +79,9 @@ line: {"name":...,"size":...} or, for a bus it cannot read,
 				if t := (&busStat{Unfinished: e.Unfinished, Unpublished: e.Unpublished, Unreadable: e.Unreadable}).unusual(); t != "" {
 					status = strings.TrimPrefix(t, ", ")
 				}
+				if e.Subscriptions > 0 {
+					status += fmt.Sprintf(", %d subscription(s), %d holding producers back", e.Subscriptions, e.HoldingBack)
+				}
 				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", e.Name, humanSize(e.Size), e.Priorities,
 					e.Messages, e.Bytes, e.Peers, e.Wake, status)
 			}
@@ -104,6 +110,12 @@ func (a *app) lsEntry(name string) lsEntry {
 	for _, p := range s.Peers {
 		if p.Alive {
 			f.Peers++
+		}
+	}
+	for _, sub := range s.Subscriptions {
+		f.Subscriptions++
+		if sub.HoldsBack {
+			f.HoldingBack++
 		}
 	}
 	e.lsFigures = f

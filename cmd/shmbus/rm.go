@@ -63,9 +63,17 @@ func (a *app) rm(name string, force bool) error {
 		if err != nil {
 			return fmt.Errorf("%w (use --force to remove it anyway)", err)
 		}
-		// Judged by the lanes' positions, never by counters that can
-		// drift: a lane whose head is at its tail holds nothing.
-		if s.Bytes > 0 {
+		// A fan-out bus keeps what every subscription has read until a
+		// producer needs the room: what is undelivered is what some
+		// subscription has not read yet.
+		if s.SubscriptionSlots > 0 {
+			if sub, msgs := s.mostBehind(); msgs > 0 {
+				return fmt.Errorf("bus %q has %d message(s) not yet delivered to subscription %q; use --force to remove it anyway",
+					name, msgs, sub)
+			}
+		} else if s.Bytes > 0 {
+			// Judged by the lanes' positions, never by counters that can
+			// drift: a lane whose head is at its tail holds nothing.
 			return fmt.Errorf("bus %q has %d undelivered message(s) (%d ring bytes%s); use --force to remove it anyway",
 				name, s.Messages, s.Bytes, s.unusual())
 		}

@@ -121,6 +121,10 @@ type busStat struct {
 	ConsumerWakes    uint64     `json:"consumer_wakes"`
 	Dropped          uint64     `json:"dropped"`
 	Peers            []peerStat `json:"peers"`
+
+	// Fan-out buses only (see sub.go).
+	SubscriptionSlots int       `json:"subscription_slots,omitempty"`
+	Subscriptions     []subStat `json:"subscriptions,omitempty"`
 }
 
 type laneStat struct {
@@ -221,6 +225,9 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 	}
 	for _, p := range st.Peers {
 		s.Peers = append(s.Peers, peerStat{Slot: p.Slot, PID: p.PID, Role: p.Role, Alive: p.Alive, Joined: p.Joined})
+	}
+	if err := addSubscriptions(bus, s); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -401,6 +408,7 @@ func (s *busStat) writeText(out io.Writer) {
 	fmt.Fprintln(out, "MSGS and RING BYTES are counted in the lanes; the IN and OUT counters are")
 	fmt.Fprintln(out, "added in batches and may trail (a killed peer's last batch is never added).")
 	fmt.Fprintln(out)
+	s.writeSubscriptions(out)
 	if len(s.Peers) == 0 {
 		fmt.Fprintln(out, "no peers attached")
 		return

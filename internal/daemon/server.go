@@ -82,16 +82,11 @@ type entry struct {
 	memfd bool
 
 	mu       sync.Mutex
-	consumer *conn       // the connection the daemon's consumer serves
-	proxied  map[int]int // peer slot -> pid of the client it is held for
-	seen     map[peerKey]shmbus.PeerInfo
-	crashed  map[peerKey]bool
+	consumer *conn               // the connection the daemon's consumer serves
+	proxied  map[int]int         // peer slot -> pid of the client it is held for
+	watch    *shmbus.PeerWatcher // the peer events: the same as subscribers' with Events
+	events   []shmbus.PeerEvent  // scan's buffer
 	removed  bool
-}
-
-type peerKey struct {
-	slot, pid int
-	joined    int64
 }
 
 // New returns a server with cfg.
@@ -334,14 +329,9 @@ func (s *Server) lookup(name string) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := newEntry(name, b, false)
 	// Peers attached before the daemon opened the bus are not news:
 	// subscribers hear of joins from now on (STAT lists who is there).
-	if st, err := b.Stats(); err == nil {
-		for _, p := range st.Peers {
-			e.seen[peerKey{p.Slot, p.PID, p.Joined.UnixNano()}] = p
-		}
-	}
+	e := newEntry(name, b, false)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -367,8 +357,7 @@ func (e *entry) current(dir string) bool {
 }
 
 func newEntry(name string, b *shmbus.Bus, memfd bool) *entry {
-	return &entry{name: name, bus: b, memfd: memfd, proxied: map[int]int{},
-		seen: map[peerKey]shmbus.PeerInfo{}, crashed: map[peerKey]bool{}}
+	return &entry{name: name, bus: b, memfd: memfd, proxied: map[int]int{}, watch: b.WatchPeers()}
 }
 
 // memfdNamed says whether one of the daemon's memfd buses is called name.

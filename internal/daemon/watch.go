@@ -67,17 +67,30 @@ func (s *Server) discover() {
 // eventKinds name event kinds for metrics.
 var eventKinds = map[uint8]string{EventJoin: "join", EventLeave: "leave", EventCrash: "crash"}
 
+func eventKind(k shmbus.PeerEventKind) uint8 {
+	switch k {
+	case shmbus.PeerAttached:
+		return EventJoin
+	case shmbus.PeerDetached:
+		return EventLeave
+	}
+	return EventCrash
+}
+
 func roleCode(role string) uint8 {
 	switch role {
 	case "producer":
 		return 1
 	case "consumer":
 		return 2
+	case "subscriber":
+		return 3
 	}
 	return 0
 }
 
-// scan compares e's peer table with the last scan.
+// scan compares e's peer table with the last scan (shmbus.PeerWatcher:
+// the events a subscription with Events gets).
 func (s *Server) scan(e *entry) {
 	st, err := e.bus.Stats()
 	if err != nil {
@@ -86,45 +99,23 @@ func (s *Server) scan(e *entry) {
 	now := uint64(time.Now().UnixNano())
 	var events []Event
 	dead := false
-	e.mu.Lock()
-	cur := map[peerKey]shmbus.PeerInfo{}
 	for _, p := range st.Peers {
-		k := peerKey{p.Slot, p.PID, p.Joined.UnixNano()}
-		cur[k] = p
-		ev := Event{Bus: e.name, PID: uint32(p.PID), Slot: uint16(p.Slot), Role: roleCode(p.Role), Time: now}
-		if pid, ok := e.proxied[p.Slot]; ok {
-			ev.Client = uint32(pid)
-		}
-		if _, known := e.seen[k]; !known {
-			ev.Kind = EventJoin
-			events = append(events, ev)
-		}
 		if !p.Alive {
 			dead = true
-			if !e.crashed[k] {
-				e.crashed[k] = true
-				ev.Kind = EventCrash
-				events = append(events, ev)
-			}
 		}
 	}
-	for k, p := range e.seen {
-		if _, ok := cur[k]; ok {
-			continue
+	e.mu.Lock()
+	e.events = e.watch.Scan(e.events[:0], true)
+	for _, pe := range e.events {
+		ev := Event{Kind: eventKind(pe.Kind), Bus: e.name, PID: uint32(pe.PID), Slot: uint16(pe.Slot), Role: roleCode(pe.Role), Time: now}
+		if pid, ok := e.proxied[pe.Slot]; ok {
+			ev.Client = uint32(pid)
 		}
-		if !e.crashed[k] {
-			ev := Event{Kind: EventLeave, Bus: e.name, PID: uint32(p.PID), Slot: uint16(p.Slot), Role: roleCode(p.Role), Time: now}
-			if pid, ok := e.proxied[p.Slot]; ok {
-				ev.Client = uint32(pid)
-			}
-			events = append(events, ev)
-		}
-		delete(e.crashed, k)
-		if pid, ok := e.proxied[p.Slot]; ok && pid != 0 {
-			delete(e.proxied, p.Slot)
+		events = append(events, ev)
+		if pid, ok := e.proxied[pe.Slot]; ok && pid != 0 && pe.Kind != shmbus.PeerAttached {
+			delete(e.proxied, pe.Slot) // the slot's holder is gone
 		}
 	}
-	e.seen = cur
 	e.mu.Unlock()
 
 	if dead {

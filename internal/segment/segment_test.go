@@ -506,17 +506,20 @@ func TestOpenCorruptHeader(t *testing.T) {
 }
 
 func TestOpenVersion(t *testing.T) {
-	setVersion := func(b []byte) { binary.LittleEndian.PutUint32(b[layout.OffVersion:], 2) }
-	p := segPath(t)
-	makeSegment(t, p, true, setVersion)
-	if _, _, _, err := Open(p, 10*time.Millisecond); !errors.Is(err, layout.ErrVersion) {
-		t.Errorf("Open v2: %v, want ErrVersion", err)
-	}
-	// A v2 segment whose ready word we do not know still reports the version.
-	p2 := filepath.Join(filepath.Dir(p), Prefix+"v2")
-	makeSegment(t, p2, false, setVersion)
-	if _, _, _, err := Open(p2, 10*time.Millisecond); !errors.Is(err, layout.ErrVersion) {
-		t.Errorf("Open v2 not ready: %v, want ErrVersion", err)
+	for _, v := range []uint32{layout.Version - 1, layout.Version + 1} {
+		setVersion := func(b []byte) { binary.LittleEndian.PutUint32(b[layout.OffVersion:], v) }
+		p := filepath.Join(t.TempDir(), fmt.Sprintf("%sv%d", Prefix, v))
+		makeSegment(t, p, true, setVersion)
+		if _, _, _, err := Open(p, 10*time.Millisecond); !errors.Is(err, layout.ErrVersion) {
+			t.Errorf("Open v%d: %v, want ErrVersion", v, err)
+		}
+		// A segment of another version whose ready word we do not know
+		// still reports the version.
+		p2 := p + "-unready"
+		makeSegment(t, p2, false, setVersion)
+		if _, _, _, err := Open(p2, 10*time.Millisecond); !errors.Is(err, layout.ErrVersion) {
+			t.Errorf("Open v%d not ready: %v, want ErrVersion", v, err)
+		}
 	}
 }
 
