@@ -331,11 +331,16 @@ func (b *Board) revOf(i int) uint64 { return b.cell(i).current().Load() >> 1 }
 // ErrNotFound with revision 0; a deleted key ErrNotFound with the
 // tombstone's revision.
 func (b *Board) Get(key string, buf []byte) ([]byte, uint64, error) {
-	i, ok, err := b.Lookup(key)
+	if err := CheckKey(key); err != nil {
+		return nil, 0, err
+	}
+	h := layout.KeyHash(key)
+	b.prefetch(int(h % uint64(b.g.Cells)))
+	i, err := b.find(key, h)
 	if err != nil {
 		return nil, 0, err
 	}
-	if !ok {
+	if i < 0 {
 		return nil, 0, ErrNotFound
 	}
 	v, rev, dead, err := b.read(i, buf)
@@ -346,6 +351,24 @@ func (b *Board) Get(key string, buf []byte) ([]byte, uint64, error) {
 		return nil, rev, ErrNotFound
 	}
 	return v, rev, nil
+}
+
+// prefetch loads the sequence words of both copies of cell i, the key's
+// home cell, before the lookup reads the cell's first line: a writer in
+// another process rewrites that line and the copies on every write, and a
+// reader would otherwise miss on the line and then, once current names the
+// copy, on the copy; with both copies requested up front, the misses
+// overlap. The loads' values are not used.
+func (b *Board) prefetch(i int) {
+	c := b.cell(i)
+	for k := range 2 {
+		cp := b.copyAt(c, k)
+		cp.seq().Load()
+		if b.copySize > layout.CopyAlign {
+			// The copy's second line: the rest of a small value.
+			(*atomic.Uint64)(unsafe.Add(cp.p, layout.CopyAlign)).Load()
+		}
+	}
 }
 
 // read is the reader's side of the copy protocol for cell i: the value of
