@@ -149,7 +149,8 @@ func (r *runner) boardCalls(ctx context.Context, size int, put, writer bool) Boa
 		}
 		buf := make([]byte, size)
 		start := time.Now()
-		var measureTo time.Time
+		var measureFrom, measureTo time.Time
+		var rev0 uint64
 		measuring := false
 		for !abort() {
 			t0 := time.Now()
@@ -172,11 +173,16 @@ func (r *runner) boardCalls(ctx context.Context, size int, put, writer bool) Boa
 				}
 				out.Calls += boardBatch
 				if now.After(measureTo) {
+					if writer {
+						_, rev, _ := b.Get("key", buf)
+						out.WriterPuts = float64(rev-rev0) / now.Sub(measureFrom).Seconds()
+					}
 					return nil
 				}
 			} else if now.Sub(start) >= r.opts.Warmup {
 				measuring = true
-				measureTo = now.Add(r.opts.Duration)
+				measureFrom, measureTo = now, now.Add(r.opts.Duration)
+				_, rev0, _ = b.Get("key", buf)
 			}
 		}
 		return errAborted

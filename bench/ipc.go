@@ -236,13 +236,16 @@ type BoardReport struct {
 // the percentiles are of batch means and hide single slow calls inside a
 // batch (the clock costs about as much as one call).
 type BoardCalls struct {
-	Batch int    `json:"batch"`
-	Calls int64  `json:"calls"` // calls measured (after the warm-up)
-	Min   Nanos  `json:"min_ns"`
-	P50   Nanos  `json:"p50_ns"`
-	P99   Nanos  `json:"p99_ns"`
-	Max   Nanos  `json:"max_ns"`
-	Error string `json:"error,omitempty"`
+	Batch int   `json:"batch"`
+	Calls int64 `json:"calls"` // calls measured (after the warm-up)
+	Min   Nanos `json:"min_ns"`
+	P50   Nanos `json:"p50_ns"`
+	P99   Nanos `json:"p99_ns"`
+	Max   Nanos `json:"max_ns"`
+	// WriterPuts is the writing peer's rate (puts per second) while
+	// the Gets were measured (get_writer only).
+	WriterPuts float64 `json:"writer_puts_per_s,omitempty"`
+	Error      string  `json:"error,omitempty"`
 }
 
 // Ratio compares two figures of the same run against a target.

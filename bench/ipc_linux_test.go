@@ -444,6 +444,9 @@ func TestBoardSection(t *testing.T) {
 			t.Errorf("%s: %+v", name, c)
 		}
 	}
+	if b.GetWriter.WriterPuts <= 0 {
+		t.Errorf("the writer put nothing while the Gets were measured: %+v", b.GetWriter)
+	}
 	for name, l := range map[string]Latency{"watch": b.Watch, "bus futex": b.BusFutex} {
 		if l.RoundTrips <= 0 || l.P50 <= 0 || l.Size != BoardValue {
 			t.Errorf("%s: %+v", name, l)

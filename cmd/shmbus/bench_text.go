@@ -133,6 +133,9 @@ func writeBoard(p *printer, b *bench.BoardReport) {
 		t.rows = append(t.rows, []string{"  " + l.name, nanos(l.l.P50), nanos(l.l.P99), nanos(l.l.Max)})
 	}
 	t.write(p)
+	if w := b.GetWriter; w.Error == "" && w.WriterPuts > 0 {
+		p.para(fmt.Sprintf("(the writing process put the key at %s meanwhile)", msgRate(w.WriterPuts)))
+	}
 	for _, e := range []string{b.Get.Error, b.GetWriter.Error, b.Put.Error, b.Watch.Error, b.BusFutex.Error} {
 		if e != "" {
 			p.para("  FAILED: " + e)
