@@ -44,10 +44,16 @@
 // where no reader looks. Revisions a reader sees never go backwards: it
 // returns exactly the revision current named, and current only grows.
 //
-// Order: every shared word is a Go atomic (sequentially consistent). The
-// value bytes are plain memory: copyIn/copyOut in copy_*.go order them
-// against the sequence words (on amd64 by the hardware's total store order,
-// elsewhere by moving the bytes as atomic words).
+// Order: every shared word is a Go atomic (sequentially consistent), with
+// one exception on amd64: the writer's three stores of step 2 and 3 (the
+// copy's sequence, twice, and current) need only be ordered with the other
+// stores, which amd64 does for every store, so there they are plain stores
+// (storeRelease in store_*.go) that do not wait for their cache lines one
+// by one; the lock release after them is an exchange, a full fence, so all
+// of them are visible before the doorbell load of step 4. The value bytes
+// are plain memory: copyIn/copyOut in copy_*.go order them against the
+// sequence words (on amd64 by the hardware's total store order, elsewhere
+// by moving the bytes as atomic words).
 //
 // # Writers and crashes
 //
@@ -501,7 +507,7 @@ func (b *Board) writeLocked(i int, value []byte, o op, expect uint64) (uint64, e
 	cp := b.copyOf(i, spare)
 	rev := b.rev.Add(1)
 	open := (cp.seq().Load() | 1) + 2 // a new odd value, even after a writer died with the copy open
-	cp.seq().Store(open)
+	storeRelease(cp.seq(), open)
 	failpoint.BoardCopyOpen.Fire()
 	var flags uint32
 	if o == opDelete {
@@ -511,9 +517,9 @@ func (b *Board) writeLocked(i int, value []byte, o op, expect uint64) (uint64, e
 	cp.setHeader(copyHeader{rev: rev, len: uint32(len(value)), flags: flags})
 	copyIn(cp.data(len(value)), value)
 	failpoint.BoardCopyWritten.Fire()
-	cp.seq().Store(open + 1) // pairs with the reader's second sequence load
+	storeRelease(cp.seq(), open+1) // pairs with the reader's second sequence load
 	failpoint.BoardCopyClosed.Fire()
-	c.current().Store(rev<<1 | uint64(spare)) // publishes; pairs with the reader's first load
+	storeRelease(c.current(), rev<<1|uint64(spare)) // publishes; pairs with the reader's first load
 	failpoint.BoardPublished.Fire()
 	return rev, nil
 }
@@ -639,7 +645,10 @@ func (b *Board) lock(i int) error {
 }
 
 func (b *Board) unlock(i int) {
-	b.cell(i).lock().Store(0) // after the publishing store: the next writer sees it
+	// After the publishing store, and a full fence (an exchange): the
+	// stores before it (storeRelease) are visible before the doorbell
+	// load in Ring, which the no-lost-wake-up argument needs.
+	b.cell(i).lock().Store(0)
 	b.locks[i%localLocks].Unlock()
 }
 
