@@ -167,6 +167,7 @@ func BenchmarkBoardWatchRoundTrip(b *testing.B) {
 			}
 			ctx := context.Background()
 			v := make([]byte, 8)
+			s0, _ := bd.Stats()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				v[0] = byte(i)
@@ -177,6 +178,9 @@ func BenchmarkBoardWatchRoundTrip(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			b.StopTimer()
+			s1, _ := bd.Stats()
+			b.ReportMetric(float64(s1.Sleeps-s0.Sleeps)/float64(b.N), "sleeps/op")
 		})
 	}
 }

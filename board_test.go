@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -206,6 +207,99 @@ func TestBoardClosed(t *testing.T) {
 	}
 	if _, _, err := o.Get("k", nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("get after Close: %v", err)
+	}
+}
+
+// A board file truncated under its mappings: every call that touches the
+// cells fails with ErrTruncated (and ErrCorrupt), none dies of SIGBUS;
+// Remove still deletes the file.
+func TestBoardTruncated(t *testing.T) {
+	b, err := CreateBoard(testBoardName(t), &BoardOptions{Keys: 64, MaxValue: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(b.Path(), 4096); err != nil { // the header page only
+		t.Fatal(err)
+	}
+	if _, _, err := b.Get("k", make([]byte, 64)); !errors.Is(err, ErrTruncated) || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("get from a truncated board: %v", err)
+	}
+	if _, err := b.Put("k", []byte("w")); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("put to a truncated board: %v", err)
+	}
+	if _, err := b.CompareAndPut("k", 1, []byte("w")); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("compare-and-put to a truncated board: %v", err)
+	}
+	if err := b.Check(); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("check of a truncated board: %v", err)
+	}
+	if err := b.Remove(); err != nil {
+		t.Fatalf("remove truncated board: %v", err)
+	}
+	if _, err := os.Stat(b.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("board file still there: %v", err)
+	}
+}
+
+// Close while other goroutines Get and Put as fast as they can: each call
+// either completes or fails with ErrClosed, none touches the mapping after
+// it is gone (that would be a fault: ErrTruncated, or a crash).
+func TestBoardCloseUnderCalls(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		b := newTestBoard(t, &BoardOptions{Keys: 16, MaxValue: 64})
+		o, err := OpenBoard(b.Name(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var started sync.WaitGroup
+		errs := make(chan error, 4)
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			started.Add(1)
+			go func() {
+				defer wg.Done()
+				buf, v := make([]byte, 64), make([]byte, 64)
+				for i := 0; ; i++ {
+					var err error
+					if g%2 == 0 {
+						_, err = o.Put("k", v)
+					} else {
+						_, _, err = o.Get("k", buf)
+						if errors.Is(err, ErrNotFound) {
+							err = nil
+						}
+					}
+					if i == 100 {
+						started.Done()
+					}
+					if err != nil {
+						if i < 100 {
+							started.Done()
+						}
+						if !errors.Is(err, ErrClosed) {
+							errs <- err
+						}
+						return
+					}
+				}
+			}()
+		}
+		started.Wait()
+		if err := o.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: a call racing Close: %v, want ErrClosed", round, err)
+		}
+		if err := b.Check(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

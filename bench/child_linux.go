@@ -38,6 +38,11 @@ func runChild(cfg childConfig) error {
 		return busyLoop()
 	}
 	m := findMethod(cfg.Method)
+	for _, b := range boardMethods {
+		if b.name == cfg.Method {
+			m = b
+		}
+	}
 	if m == nil {
 		return fmt.Errorf("%w %q", ErrUnknownMethod, cfg.Method)
 	}

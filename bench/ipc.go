@@ -29,6 +29,8 @@ const (
 	MaxSize         = 16 << 20 // the largest message size a run accepts
 	MaxLoad         = 64       // the most busy processes Options.Load may ask for
 	MemcpyName      = "memcpy" // the name of the memcpy reference in Options.Methods
+	BoardName       = "board"  // the name of the board section in Options.Methods
+	BoardValue      = 64       // the value size of the board section's figures
 )
 
 // Errors of Run.
@@ -88,6 +90,7 @@ type Report struct {
 	Methods  []MethodReport `json:"methods"`
 	Idle     []IdleCost     `json:"idle"`
 	Memcpy   *Memcpy        `json:"memcpy,omitempty"` // the memcpy reference, when measured
+	Board    *BoardReport   `json:"board,omitempty"`  // the board section, when measured
 	// Ratios are the project's performance targets checked against this
 	// run's figures (docs/benchmarks.md, "Targets").
 	Ratios []Ratio `json:"ratios"`
@@ -209,6 +212,42 @@ type Memcpy struct {
 	Error       string  `json:"error,omitempty"`
 }
 
+// BoardReport is the board section: the latency of Get and Put of one
+// key, and the watch round trip beside a bus's futex round trip, all with
+// values (messages) of ValueSize bytes.
+type BoardReport struct {
+	ValueSize int        `json:"value_size"`
+	Get       BoardCalls `json:"get"`        // Board.Get, nobody else on the board
+	GetWriter BoardCalls `json:"get_writer"` // Board.Get while a peer process puts the same key as fast as it can
+	Put       BoardCalls `json:"put"`        // Board.Put, nobody else on the board
+	// Watch is the watch round trip: a Put of one key wakes a watcher of
+	// it in the peer process, which puts the value to a second key, which
+	// wakes a watcher here (two puts, two wake-ups). Both watchers spin
+	// briefly before they sleep, as a bus consumer does.
+	Watch Latency `json:"watch"`
+	// BusFutex is the round trip of shmbus-futex at the same size,
+	// measured right after Watch by the same harness (two sends, two
+	// consumer wake-ups): what a watch round trip is compared with.
+	BusFutex Latency `json:"bus_futex"`
+}
+
+// BoardCalls is the latency of one call (Get or Put) from timed batches:
+// every sample is the time of Batch consecutive calls divided by Batch, so
+// the percentiles are of batch means and hide single slow calls inside a
+// batch (the clock costs about as much as one call).
+type BoardCalls struct {
+	Batch int   `json:"batch"`
+	Calls int64 `json:"calls"` // calls measured (after the warm-up)
+	Min   Nanos `json:"min_ns"`
+	P50   Nanos `json:"p50_ns"`
+	P99   Nanos `json:"p99_ns"`
+	Max   Nanos `json:"max_ns"`
+	// WriterPuts is the writing peer's rate (puts per second) while
+	// the Gets were measured (get_writer only).
+	WriterPuts float64 `json:"writer_puts_per_s,omitempty"`
+	Error      string  `json:"error,omitempty"`
+}
+
 // Ratio compares two figures of the same run against a target.
 type Ratio struct {
 	Name   string  `json:"name"`
@@ -279,6 +318,17 @@ func (r *Report) Failed() error {
 	if r.Memcpy != nil && r.Memcpy.Error != "" {
 		errs = append(errs, fmt.Errorf("memcpy reference: %s", r.Memcpy.Error))
 	}
+	if b := r.Board; b != nil {
+		for _, c := range []struct {
+			what string
+			err  string
+		}{{"get", b.Get.Error}, {"get with a writer", b.GetWriter.Error}, {"put", b.Put.Error},
+			{"watch round trip", b.Watch.Error}, {"bus futex round trip", b.BusFutex.Error}} {
+			if c.err != "" {
+				errs = append(errs, fmt.Errorf("board %s: %s", c.what, c.err))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -335,6 +385,21 @@ func (r *Report) ratios() []Ratio {
 	}
 	if a, ok := rate("shmbus-spin", 64<<10); ok {
 		out = append(out, Ratio{"shmbus-spin 64KiB GB/s one way", a.BytesPerSec / 1e9, ">= 9", a.BytesPerSec >= 9e9})
+	}
+	if b := r.Board; b != nil {
+		calls := func(name string, c BoardCalls, limit float64) {
+			if c.Error == "" && c.P50 > 0 {
+				v := float64(c.P50)
+				out = append(out, Ratio{fmt.Sprintf("board %s p50 (%s value), ns", name, SizeString(b.ValueSize)), v, fmt.Sprintf("<= %g", limit), v <= limit})
+			}
+		}
+		calls("get", b.Get, 50)
+		calls("get with a writer process", b.GetWriter, 150)
+		calls("put", b.Put, 100)
+		if b.Watch.OK() && b.BusFutex.OK() && b.Watch.P50 > 0 && b.BusFutex.P50 > 0 {
+			v := float64(b.Watch.P50) / float64(b.BusFutex.P50)
+			out = append(out, Ratio{fmt.Sprintf("board watch p50 / shmbus-futex p50 (%s round trip)", SizeString(b.ValueSize)), v, "<= 1", v <= 1})
+		}
 	}
 	var shm, pipe *IdleCost
 	for i := range r.Idle {

@@ -44,13 +44,14 @@ var errAborted = errors.New("peer gone")      // a blocked call was woken becaus
 var errStopped = errors.New("stopped by run") // the run's context ended
 
 // MethodNames lists the names Options.Methods accepts: the methods in the
-// order of the report, then the memcpy reference (MemcpyName).
+// order of the report, then the memcpy reference (MemcpyName) and the
+// board section (BoardName).
 func MethodNames() []string {
 	names := make([]string, 0, len(methods)+1)
 	for _, m := range methods {
 		names = append(names, m.name)
 	}
-	return append(names, MemcpyName)
+	return append(names, MemcpyName, BoardName)
 }
 
 // idleMethods are the methods whose blocked receivers the idle figures
@@ -131,6 +132,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		r.progress(Step{What: "memcpy"})
 		rep.Memcpy = r.memcpy(ctx)
 	}
+	if slices.Contains(opts.Methods, BoardName) && ctx.Err() == nil {
+		rep.Board = r.board(ctx, BoardValue)
+	}
 	if names := r.idleNames(); len(names) > 0 && ctx.Err() == nil {
 		r.progress(Step{What: "idle"})
 		rep.Idle = r.idle(ctx, names)
@@ -148,7 +152,7 @@ func (o *Options) normalize() error {
 		o.Methods = MethodNames()
 	}
 	for _, name := range o.Methods {
-		if findMethod(name) == nil && name != MemcpyName {
+		if findMethod(name) == nil && name != MemcpyName && name != BoardName {
 			return fmt.Errorf("bench: %w %q (known: %s)", ErrUnknownMethod, name, strings.Join(MethodNames(), ", "))
 		}
 	}
@@ -232,6 +236,9 @@ func (r *runner) plan(ms []*method) int {
 	}
 	if slices.Contains(r.opts.Methods, MemcpyName) {
 		n++
+	}
+	if slices.Contains(r.opts.Methods, BoardName) {
+		n += 5 // get, get with a writer, put, watch, bus futex
 	}
 	if len(r.idleNames()) > 0 {
 		n++

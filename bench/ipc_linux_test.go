@@ -433,3 +433,60 @@ func TestMemcpyBuffer(t *testing.T) {
 		}
 	}
 }
+
+// The board section runs alone when it is the only name asked for: every
+// figure is measured (the writer and the watchers in peer processes), its
+// steps are counted in the plan, and the boards it made are gone.
+func TestBoardSection(t *testing.T) {
+	dir := t.TempDir()
+	opts := brief(BoardName)
+	opts.Dir = dir
+	var last Step
+	opts.Progress = func(s Step) { last = s }
+	rep, err := Run(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Failed(); err != nil {
+		t.Fatal(err)
+	}
+	b := rep.Board
+	if b == nil || b.ValueSize != BoardValue {
+		t.Fatalf("board section %+v", b)
+	}
+	for name, c := range map[string]BoardCalls{"get": b.Get, "get with a writer": b.GetWriter, "put": b.Put} {
+		if c.Calls <= 0 || c.Batch != boardBatch || c.Min <= 0 || c.P50 < c.Min || c.P99 < c.P50 || c.Max < c.P99 {
+			t.Errorf("%s: %+v", name, c)
+		}
+	}
+	if b.GetWriter.WriterPuts <= 0 {
+		t.Errorf("the writer put nothing while the Gets were measured: %+v", b.GetWriter)
+	}
+	for name, l := range map[string]Latency{"watch": b.Watch, "bus futex": b.BusFutex} {
+		if l.RoundTrips <= 0 || l.P50 <= 0 || l.Size != BoardValue {
+			t.Errorf("%s: %+v", name, l)
+		}
+	}
+	if len(rep.Methods) != 0 {
+		t.Errorf("methods measured: %+v", rep.Methods)
+	}
+	if last.Index != last.Total {
+		t.Errorf("last step %+v: the plan counted steps that did not run", last)
+	}
+	var ratios int
+	for _, q := range rep.Ratios {
+		if strings.HasPrefix(q.Name, "board ") {
+			ratios++
+		}
+	}
+	if ratios != 4 {
+		t.Errorf("%d board ratios, want 4: %+v", ratios, rep.Ratios)
+	}
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("left in %s: %v", dir, left)
+	}
+}

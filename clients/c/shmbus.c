@@ -154,6 +154,7 @@ const char *shmbus_strerror(int err)
 	case SHMBUS_ERR_PROTOCOL: return "daemon protocol error";
 	case SHMBUS_ERR_DAEMON: return "daemon error";
 	case SHMBUS_ERR_NOT_FOUND: return "no such key";
+	case SHMBUS_ERR_REVISION: return "revision mismatch";
 	}
 	return "unknown error";
 }
@@ -2340,7 +2341,8 @@ enum {
 	B_VERSION = 1,
 	BH_TOTAL = 0x010, BH_FLAGS = 0x018, BH_WAKE = 0x01C, BH_CELLS = 0x020, BH_MAX_VALUE = 0x024,
 	BH_CELL_SIZE = 0x028, BH_COPY_SIZE = 0x02C, BH_CELL_TABLE = 0x030, BH_SEM_ID = 0x038,
-	BH_SEM_COOKIE = 0x03C, BH_REVISION = 0x080, BH_BELL = 0x100, BH_RECOVERIES = 0x190, BH_WAKES = 0x1A0,
+	BH_SEM_COOKIE = 0x03C, BH_REVISION = 0x080, BH_BELL = 0x100, BH_CONFLICTS = 0x188, BH_RECOVERIES = 0x190,
+	BH_SLEEPS = 0x198, BH_WAKES = 0x1A0,
 	CELL_STATE = 0x000, CELL_KEY_LEN = 0x004, CELL_HASH = 0x008, CELL_LOCK = 0x010, CELL_CURRENT = 0x018,
 	CELL_KEY = 0x040, CELL_COPIES = 0x140,
 	COPY_SEQ = 0x00, COPY_REV = 0x08, COPY_LEN = 0x10, COPY_FLAGS = 0x14, COPY_DATA = 0x20,
@@ -2506,22 +2508,18 @@ static int64_t board_find(const shmbus_board_t *b, const uint8_t *key, size_t n,
 	return -1;
 }
 
-int shmbus_board_get(shmbus_board_t *b, const void *key, size_t klen, void *buf, size_t cap, size_t *len,
-                     uint64_t *rev)
+/* board_read is 7.6 for cell i: its latest complete value into buf (cap
+ * bytes), *len its length, *rev its revision, *dead whether it is a
+ * tombstone. SHMBUS_ERR_NOT_FOUND for a cell never written. */
+static int board_read(const shmbus_board_t *b, uint32_t i, void *buf, size_t cap, size_t *len, uint64_t *rev,
+                      int *dead)
 {
-	if (!b || !key || klen < 1 || klen > MAX_KEY || (!buf && cap > 0))
-		return fail(SHMBUS_ERR_INVALID, "key of %zu bytes", klen);
-	int64_t i = board_find(b, key, klen, fnv1a(key, klen));
-	if (i == -2)
-		return SHMBUS_ERR_CORRUPT;
-	if (i < 0)
-		return fail_quick(SHMBUS_ERR_NOT_FOUND, "never written");
-	a64 *cur = w64(&b->base, cell_off(b, (uint32_t)i) + CELL_CURRENT);
+	a64 *cur = w64(&b->base, cell_off(b, i) + CELL_CURRENT);
 	for (long tries = 0;; tries++) {
 		uint64_t cw = atomic_load_explicit(cur, SC);
 		if (cw == 0)
 			return fail_quick(SHMBUS_ERR_NOT_FOUND, "never written");
-		uint64_t cp = copy_off(b, (uint32_t)i, (uint32_t)(cw & 1));
+		uint64_t cp = copy_off(b, i, (uint32_t)(cw & 1));
 		a64 *seq = w64(&b->base, cp + COPY_SEQ);
 		uint64_t s1 = atomic_load_explicit(seq, SC);
 		if (!(s1 & 1)) {
@@ -2533,22 +2531,44 @@ int shmbus_board_get(shmbus_board_t *b, const void *key, size_t klen, void *buf,
 			atomic_thread_fence(memory_order_acquire); /* the copy before the second load */
 			if (atomic_load_explicit(seq, SC) == s1 && crev == cw >> 1) {
 				if (n > b->max_value || (flags & ~(uint32_t)COPY_TOMBSTONE) || ((flags & COPY_TOMBSTONE) && n))
-					return fail(SHMBUS_ERR_CORRUPT, "cell %lld: copy of %u bytes, flags %#x", (long long)i, n, flags);
-				if (rev)
-					*rev = crev;
-				if (flags & COPY_TOMBSTONE)
-					return fail_quick(SHMBUS_ERR_NOT_FOUND, "deleted");
-				if (len)
-					*len = n;
+					return fail(SHMBUS_ERR_CORRUPT, "cell %u: copy of %u bytes, flags %#x", i, n, flags);
+				*rev = crev;
+				*dead = (flags & COPY_TOMBSTONE) != 0;
+				*len = n;
 				if (n > cap)
 					return fail_quick(SHMBUS_ERR_SHORT_BUFFER, "value larger than the buffer");
 				return SHMBUS_OK;
 			}
 		}
 		if (tries > 100000 && atomic_load_explicit(cur, SC) == cw)
-			return fail(SHMBUS_ERR_CORRUPT, "cell %lld: the current copy never settles", (long long)i);
+			return fail(SHMBUS_ERR_CORRUPT, "cell %u: the current copy never settles", i);
 		cpu_relax();
 	}
+}
+
+int shmbus_board_get(shmbus_board_t *b, const void *key, size_t klen, void *buf, size_t cap, size_t *len,
+                     uint64_t *rev)
+{
+	if (!b || !key || klen < 1 || klen > MAX_KEY || (!buf && cap > 0))
+		return fail(SHMBUS_ERR_INVALID, "key of %zu bytes", klen);
+	int64_t i = board_find(b, key, klen, fnv1a(key, klen));
+	if (i == -2)
+		return SHMBUS_ERR_CORRUPT;
+	if (i < 0)
+		return fail_quick(SHMBUS_ERR_NOT_FOUND, "never written");
+	size_t n = 0;
+	uint64_t r = 0;
+	int dead = 0;
+	int rc = board_read(b, (uint32_t)i, buf, cap, &n, &r, &dead);
+	if (rc == SHMBUS_OK || rc == SHMBUS_ERR_SHORT_BUFFER) {
+		if (rev)
+			*rev = r;
+		if (dead)
+			return fail_quick(SHMBUS_ERR_NOT_FOUND, "deleted");
+		if (len)
+			*len = n;
+	}
+	return rc;
 }
 
 /* board_lock takes cell i's lock: free, or from a holder proven dead. */
@@ -2584,7 +2604,24 @@ static void board_lock(shmbus_board_t *b, uint32_t i)
 	}
 }
 
-int shmbus_board_put(shmbus_board_t *b, const void *key, size_t klen, const void *val, size_t n, uint64_t *rev)
+enum { OP_PUT, OP_CAS, OP_DELETE };
+
+/* board_refuse fails a compare-and-put (counted as a conflict) or a delete
+ * that does not apply to the key's revision cur. */
+static int board_refuse(shmbus_board_t *b, int op, uint64_t expect, uint64_t cur, uint64_t *rev)
+{
+	if (rev)
+		*rev = cur;
+	if (op == OP_DELETE)
+		return fail_quick(SHMBUS_ERR_NOT_FOUND, "no value to delete");
+	atomic_fetch_add_explicit(w64(&b->base, BH_CONFLICTS), 1, RLX);
+	return fail(SHMBUS_ERR_REVISION, "the key has revision %llu, expected %llu", (unsigned long long)cur,
+	            (unsigned long long)expect);
+}
+
+/* board_write is 7.7: put, compare-and-put (expect) or delete of key. */
+static int board_write(shmbus_board_t *b, const void *key, size_t klen, const void *val, size_t n, int op,
+                       uint64_t expect, uint64_t *rev)
 {
 	if (!b || !key || klen < 1 || klen > MAX_KEY || (!val && n > 0))
 		return fail(SHMBUS_ERR_INVALID, "key of %zu bytes", klen);
@@ -2598,6 +2635,8 @@ int shmbus_board_put(shmbus_board_t *b, const void *key, size_t klen, const void
 	if (found >= 0) {
 		i = (uint32_t)found;
 		board_lock(b, i);
+	} else if (op == OP_DELETE || (op == OP_CAS && expect != 0)) {
+		return board_refuse(b, op, expect, 0, rev); /* never written: bind no cell for it */
 	} else {
 		/* 7.7 step 2: bind a free cell on the probe path. */
 		uint32_t home = (uint32_t)(h % b->cells), k;
@@ -2636,6 +2675,16 @@ int shmbus_board_put(shmbus_board_t *b, const void *key, size_t klen, const void
 	uint64_t c = cell_off(b, i);
 	a64 *cur = w64(&b->base, c + CELL_CURRENT);
 	uint64_t cw = atomic_load_explicit(cur, SC);
+	/* 7.7 step 3. The current copy: only a lock holder writes a copy, and
+	 * never the one current names. */
+	int live = cw != 0 && !(rd32(b->base.seg + copy_off(b, i, (uint32_t)(cw & 1)) + COPY_FLAGS) & COPY_TOMBSTONE);
+	if ((op == OP_DELETE && !live) ||
+	    (op == OP_CAS && !((expect == 0 && !live) || (expect != 0 && expect == cw >> 1)))) {
+		atomic_store_explicit(w64(&b->base, c + CELL_LOCK), 0, SC);
+		return board_refuse(b, op, expect, cw >> 1, rev);
+	}
+	if (op == OP_DELETE)
+		n = 0;
 	uint32_t spare = 1 - (uint32_t)(cw & 1);
 	uint64_t r = atomic_fetch_add_explicit(w64(&b->base, BH_REVISION), 1, SC) + 1;
 	uint64_t cp = copy_off(b, i, spare);
@@ -2644,7 +2693,7 @@ int shmbus_board_put(shmbus_board_t *b, const void *key, size_t klen, const void
 	atomic_store_explicit(seq, q, SC);
 	atomic_thread_fence(memory_order_release); /* the opening store before the contents */
 	uint8_t *p = b->base.seg + cp;
-	uint32_t n32 = (uint32_t)n, flags = 0;
+	uint32_t n32 = (uint32_t)n, flags = op == OP_DELETE ? COPY_TOMBSTONE : 0;
 	memcpy(p + COPY_REV, &r, 8);
 	memcpy(p + COPY_LEN, &n32, 4);
 	memcpy(p + COPY_FLAGS, &flags, 4);
@@ -2657,4 +2706,72 @@ int shmbus_board_put(shmbus_board_t *b, const void *key, size_t klen, const void
 	if (rev)
 		*rev = r;
 	return SHMBUS_OK;
+}
+
+int shmbus_board_put(shmbus_board_t *b, const void *key, size_t klen, const void *val, size_t n, uint64_t *rev)
+{
+	return board_write(b, key, klen, val, n, OP_PUT, 0, rev);
+}
+
+int shmbus_board_cas(shmbus_board_t *b, const void *key, size_t klen, uint64_t expect, const void *val, size_t n,
+                     uint64_t *rev)
+{
+	return board_write(b, key, klen, val, n, OP_CAS, expect, rev);
+}
+
+int shmbus_board_delete(shmbus_board_t *b, const void *key, size_t klen, uint64_t *rev)
+{
+	return board_write(b, key, klen, NULL, 0, OP_DELETE, 0, rev);
+}
+
+/* A watch's condition (7.8): the key's cell, once it has one, holds a
+ * revision past after. */
+typedef struct board_watch {
+	shmbus_board_t *b;
+	const uint8_t *key;
+	size_t klen;
+	uint64_t hash, after;
+	int64_t cell; /* -1 while the key was never written */
+	int err;
+} board_watch_t;
+
+static bool board_changed(void *arg)
+{
+	board_watch_t *w = arg;
+	if (w->cell < 0) {
+		w->cell = board_find(w->b, w->key, w->klen, w->hash);
+		if (w->cell == -2) {
+			w->err = SHMBUS_ERR_CORRUPT;
+			return true;
+		}
+		if (w->cell < 0)
+			return false;
+	}
+	uint64_t cw = atomic_load_explicit(w64(&w->b->base, cell_off(w->b, (uint32_t)w->cell) + CELL_CURRENT), SC);
+	return cw >> 1 > w->after;
+}
+
+/* Go's watchers sleep at most ring.Backstop at a time; a writer killed
+ * between publishing and ringing is seen this late. */
+#define BOARD_BACKSTOP_NS 200000000
+
+int shmbus_board_watch(shmbus_board_t *b, const void *key, size_t klen, uint64_t after_rev, int timeout_ms,
+                       void *buf, size_t cap, size_t *len, uint64_t *rev, int *deleted)
+{
+	if (!b || !key || klen < 1 || klen > MAX_KEY || (!buf && cap > 0) || !len || !rev)
+		return fail(SHMBUS_ERR_INVALID, "key of %zu bytes", klen);
+	board_watch_t w = {.b = b, .key = key, .klen = klen, .hash = fnv1a(key, klen), .after = after_rev, .cell = -1};
+	int rc = bell_wait(&b->base, w64(&b->base, BH_BELL), 0, w64(&b->base, BH_SLEEPS), board_changed, &w,
+	                   deadline_of(timeout_ms), BOARD_BACKSTOP_NS, NULL, NULL);
+	if (rc == SHMBUS_ERR_TIMEOUT)
+		return fail_quick(SHMBUS_ERR_TIMEOUT, "no new revision");
+	if (rc != SHMBUS_OK)
+		return rc;
+	if (w.err != SHMBUS_OK)
+		return w.err;
+	int dead = 0;
+	rc = board_read(b, (uint32_t)w.cell, buf, cap, len, rev, &dead);
+	if (deleted)
+		*deleted = dead;
+	return rc;
 }

@@ -53,6 +53,7 @@ typedef enum shmbus_err {
 	                         * cut short), or it refused ours (BAD_FRAME, UNKNOWN_TYPE, BAD_VERSION, ...) */
 	SHMBUS_ERR_DAEMON,      /* daemon: a refusal with no closer code (SHUTDOWN, INTERNAL, unknown codes) */
 	SHMBUS_ERR_NOT_FOUND,   /* board: the key has no value (never written, or deleted) */
+	SHMBUS_ERR_REVISION,    /* board compare-and-put: the key's revision is not the one given */
 } shmbus_err;
 
 /* Wake modes (shmbus_wake_mode). */
@@ -243,6 +244,28 @@ int shmbus_board_get(shmbus_board_t *board, const void *key, size_t klen, void *
 /* Make val (n bytes) key's value; *rev (if not NULL) is its revision.
  * SHMBUS_ERR_TOO_LARGE, SHMBUS_ERR_FULL (no free key cell). */
 int shmbus_board_put(shmbus_board_t *board, const void *key, size_t klen, const void *val, size_t n, uint64_t *rev);
+
+/* Make val key's value only if key's revision is still expect (as get
+ * returned it; 0: the key has no value, never written or deleted).
+ * SHMBUS_ERR_REVISION otherwise, and nothing is written; *rev (if not NULL)
+ * is then the key's revision (0 if it was never written). */
+int shmbus_board_cas(shmbus_board_t *board, const void *key, size_t klen, uint64_t expect, const void *val, size_t n,
+                     uint64_t *rev);
+
+/* Delete key's value: a tombstone at a new revision (*rev), which watchers
+ * see. SHMBUS_ERR_NOT_FOUND if it has no value (nothing is written). */
+int shmbus_board_delete(shmbus_board_t *board, const void *key, size_t klen, uint64_t *rev);
+
+/* Block until key's revision passes after_rev (timeout_ms: SHMBUS_FOREVER,
+ * or 0 not to sleep at all), then read its latest value as get does: *rev
+ * is its revision, *deleted (if not NULL) 1 for a tombstone (then *len is
+ * 0). Writes faster than the watcher are coalesced: the latest value, never
+ * an older one. Sleeps on the board's doorbell (futex or semaphore 0 of the
+ * set, as the board's wake mode says), each sleep bounded. SHMBUS_ERR_TIMEOUT,
+ * SHMBUS_ERR_SHORT_BUFFER (*len says how large; *rev is set: watch again
+ * from *rev - 1 with a larger buffer). */
+int shmbus_board_watch(shmbus_board_t *board, const void *key, size_t klen, uint64_t after_rev, int timeout_ms,
+                       void *buf, size_t cap, size_t *len, uint64_t *rev, int *deleted);
 
 #ifdef __cplusplus
 }

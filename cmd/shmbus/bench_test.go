@@ -98,6 +98,12 @@ func syntheticReport(names []string, sizes []int) *bench.Report {
 				CPU: bench.Nanos(212 * time.Microsecond), MsPerSec: 0.21})
 		}
 	}
+	r.Board = &bench.BoardReport{ValueSize: 64,
+		Get:       bench.BoardCalls{Batch: 64, Calls: 1e6, Min: 28, P50: 31, P99: 35, Max: 41000},
+		GetWriter: bench.BoardCalls{Batch: 64, Calls: 1e6, Min: 29, P50: 96, P99: 188, Max: 97000, WriterPuts: 1.9e6},
+		Put:       bench.BoardCalls{Batch: 64, Calls: 1e6, Min: 63, P50: 67, P99: 74, Max: 80000},
+		Watch:     bench.Latency{Cell: bench.Cell{Size: 64}, RoundTrips: 1000, Min: 4900, P50: 8300, P99: 17500, P999: 31000, Max: 410000},
+		BusFutex:  bench.Latency{Cell: bench.Cell{Size: 64}, RoundTrips: 1000, Min: 4100, P50: 8500, P99: 15600, P999: 29000, Max: 380000}}
 	r.Ratios = []bench.Ratio{{Name: "shmbus-spin p50 / ring-minimal p50 (64B round trip)", Value: 1.771, Target: "<= 1.25"},
 		{Name: "shmbus-spin 64B M msgs/s one way", Value: 32.3, Target: ">= 25", Met: true}}
 	return r

@@ -82,6 +82,9 @@ func writeBenchText(out io.Writer, r *bench.Report, o textOptions) {
 		t.header[0] = "  METHOD"
 		t.write(p)
 	}
+	if b := r.Board; b != nil {
+		writeBoard(p, b)
+	}
 	if o.targets && len(r.Ratios) > 0 {
 		p.blank()
 		p.para("Targets: the project's performance goals (docs/benchmarks.md), checked against this run's figures:")
@@ -97,6 +100,45 @@ func writeBenchText(out io.Writer, r *bench.Report, o textOptions) {
 			}
 			p.line("  " + q.Name + ":")
 			p.line(fmt.Sprintf("      %.3f, target %s: %s", q.Value, q.Target, met))
+		}
+	}
+}
+
+// writeBoard prints the board section: Get and Put per call, and the
+// watch round trip beside the bus's futex round trip.
+func writeBoard(p *printer, b *bench.BoardReport) {
+	p.blank()
+	p.para(fmt.Sprintf("Boards (%s values, one key): Get and Put per call, from batches of %d calls; the watch round trip "+
+		"(a Put wakes a watcher in the other process, which puts the value back: two puts, two wake-ups) beside "+
+		"the shmbus-futex round trip measured right after it:", bench.SizeString(b.ValueSize), b.Get.Batch))
+	t := &table{header: []string{"  FIGURE", "p50", "p99", "max"}, right: []bool{false, true, true, true}}
+	calls := func(name string, c bench.BoardCalls) {
+		if c.Error != "" {
+			t.rows = append(t.rows, []string{"  " + name, "FAILED", "", ""})
+			return
+		}
+		t.rows = append(t.rows, []string{"  " + name, nanos(c.P50), nanos(c.P99), nanos(c.Max)})
+	}
+	calls("get", b.Get)
+	calls("get, a process writing", b.GetWriter)
+	calls("put", b.Put)
+	for _, l := range []struct {
+		name string
+		l    bench.Latency
+	}{{"watch round trip", b.Watch}, {"shmbus-futex round trip", b.BusFutex}} {
+		if !l.l.OK() {
+			t.rows = append(t.rows, []string{"  " + l.name, "FAILED", "", ""})
+			continue
+		}
+		t.rows = append(t.rows, []string{"  " + l.name, nanos(l.l.P50), nanos(l.l.P99), nanos(l.l.Max)})
+	}
+	t.write(p)
+	if w := b.GetWriter; w.Error == "" && w.WriterPuts > 0 {
+		p.para(fmt.Sprintf("(the writing process put the key at %s meanwhile)", msgRate(w.WriterPuts)))
+	}
+	for _, e := range []string{b.Get.Error, b.GetWriter.Error, b.Put.Error, b.Watch.Error, b.BusFutex.Error} {
+		if e != "" {
+			p.para("  FAILED: " + e)
 		}
 	}
 }

@@ -44,10 +44,16 @@
 // where no reader looks. Revisions a reader sees never go backwards: it
 // returns exactly the revision current named, and current only grows.
 //
-// Order: every shared word is a Go atomic (sequentially consistent). The
-// value bytes are plain memory: copyIn/copyOut in copy_*.go order them
-// against the sequence words (on amd64 by the hardware's total store order,
-// elsewhere by moving the bytes as atomic words).
+// Order: every shared word is a Go atomic (sequentially consistent), with
+// one exception on amd64: the writer's three stores of step 2 and 3 (the
+// copy's sequence, twice, and current) need only be ordered with the other
+// stores, which amd64 does for every store, so there they are plain stores
+// (storeRelease in store_*.go) that do not wait for their cache lines one
+// by one; the lock release after them is an exchange, a full fence, so all
+// of them are visible before the doorbell load of step 4. The value bytes
+// are plain memory: copyIn/copyOut in copy_*.go order them against the
+// sequence words (on amd64 by the hardware's total store order, elsewhere
+// by moving the bytes as atomic words).
 //
 // # Writers and crashes
 //
@@ -76,13 +82,13 @@
 package board
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/shmbus/shmbus/internal/failpoint"
 	"github.com/shmbus/shmbus/internal/proc"
@@ -119,6 +125,9 @@ type Board struct {
 	g   layout.BoardGeometry
 	tag uint64
 
+	base               unsafe.Pointer // &seg[0]
+	cellSize, copySize uintptr        // from g
+
 	rev        *atomic.Uint64
 	bell       *ring.Doorbell
 	conflicts  *atomic.Uint64
@@ -134,10 +143,19 @@ type Board struct {
 // sleeper is the wake primitive of the board's doorbell; self is this
 // process.
 func New(seg []byte, g layout.BoardGeometry, sleeper ring.Sleeper, self proc.Identity) *Board {
+	if uint64(len(seg)) < g.TotalSize || g.TotalSize < layout.HeaderSize+uint64(g.Cells)*g.CellSize ||
+		g.CellSize < layout.CellCopies+2*g.CopySize || g.CopySize < layout.CopyData+uint64(g.MaxValue) {
+		// The cell views index seg unchecked: a caller's bug, never
+		// the segment's (its geometry was validated before).
+		panic(fmt.Sprintf("board: %d-byte mapping for an inconsistent geometry %+v", len(seg), g))
+	}
 	return &Board{
 		seg:        seg,
 		g:          g,
 		tag:        proc.Tag(self),
+		base:       unsafe.Pointer(unsafe.SliceData(seg)),
+		cellSize:   uintptr(g.CellSize),
+		copySize:   uintptr(g.CopySize),
 		rev:        layout.Word64(seg, layout.BoardOffRevision),
 		bell:       ring.NewDoorbell(seg, layout.BoardOffBellSeq, sleeper, layout.Word64(seg, layout.BoardOffSleeps), layout.Word64(seg, layout.BoardOffWakes)),
 		conflicts:  layout.Word64(seg, layout.BoardOffConflicts),
@@ -179,45 +197,48 @@ func (b *Board) Stats() Stats {
 		Cells:      b.g.Cells,
 	}
 	for i := 0; i < b.g.Cells; i++ {
-		if b.cell(i).state.Load() == layout.CellKeyed {
+		if b.cell(i).state().Load() == layout.CellKeyed {
 			s.Keys++
 		}
 	}
 	return s
 }
 
-// cell is the shared words of one cell.
+// cell is one cell's shared words.
 type cell struct {
-	i       int
-	state   *atomic.Uint32
-	keyLen  *atomic.Uint32
-	hash    *atomic.Uint64
-	lock    *atomic.Uint64
-	current *atomic.Uint64
+	i int
+	p unsafe.Pointer // the cell's first byte
 }
 
-// cell and copyOf use the unchecked-alignment views: every offset comes
-// from the validated geometry (cells and copies are multiples of 64 bytes
-// from the page-aligned mapping), and Go's bounds checks still apply.
+// cell and copyOf address the mapping from its base without bounds checks:
+// i is always below the geometry's cell count (callers index cells only
+// from 0..Cells-1), every offset comes from the validated geometry, and New
+// checked that the mapping holds all of it. The words are aligned: cells
+// and copies are multiples of 64 bytes from the page-aligned mapping.
+// Nothing read from the segment ever becomes an address here; key and
+// value lengths read from it are checked before they bound a copy.
 func (b *Board) cell(i int) cell {
-	off := b.g.CellOff(i)
-	return cell{
-		i:       i,
-		state:   layout.Word32At(b.seg, off+layout.CellState),
-		keyLen:  layout.Word32At(b.seg, off+layout.CellKeyLen),
-		hash:    layout.Word64At(b.seg, off+layout.CellHash),
-		lock:    layout.Word64At(b.seg, off+layout.CellLock),
-		current: layout.Word64At(b.seg, off+layout.CellCurrent),
-	}
+	return cell{i, unsafe.Add(b.base, layout.HeaderSize+uintptr(i)*b.cellSize)}
+}
+
+func (c cell) state() *atomic.Uint32   { return (*atomic.Uint32)(unsafe.Add(c.p, layout.CellState)) }
+func (c cell) keyLen() *atomic.Uint32  { return (*atomic.Uint32)(unsafe.Add(c.p, layout.CellKeyLen)) }
+func (c cell) hash() *atomic.Uint64    { return (*atomic.Uint64)(unsafe.Add(c.p, layout.CellHash)) }
+func (c cell) lock() *atomic.Uint64    { return (*atomic.Uint64)(unsafe.Add(c.p, layout.CellLock)) }
+func (c cell) current() *atomic.Uint64 { return (*atomic.Uint64)(unsafe.Add(c.p, layout.CellCurrent)) }
+
+// keyBytes is the key field of cell c, n bytes (n <= MaxKeyLen).
+func (c cell) keyBytes(n uint32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Add(c.p, layout.CellKey)), n)
 }
 
 // copyWords is one copy: its sequence word, then its header (revision,
-// length, flags) and value, which move as plain bytes between the
-// sequence word's stores and loads (copyIn, copyOut).
+// length, flags) and value, which move as plain memory between the
+// sequence word's stores and loads (loadHeader, storeHeader, copyIn,
+// copyOut in copy_*.go).
 type copyWords struct {
-	seq  *atomic.Uint64
-	hdr  []byte // CopyData-CopyRev bytes
-	data []byte // MaxValue bytes
+	p    unsafe.Pointer // the copy's first byte: its sequence word
+	size uintptr        // copy_size
 }
 
 // copyHeader is a copy's header, decoded.
@@ -227,39 +248,28 @@ type copyHeader struct {
 	flags uint32
 }
 
-// The copy header as bytes, offsets from its start (CopyRev).
+// The copy header's fields, offsets from its start (CopyRev).
 const (
-	copyHeaderLen = layout.CopyData - layout.CopyRev
-	hdrLen        = layout.CopyLen - layout.CopyRev
-	hdrFlags      = layout.CopyFlags - layout.CopyRev
+	hdrLen   = layout.CopyLen - layout.CopyRev
+	hdrFlags = layout.CopyFlags - layout.CopyRev
 )
 
-func (cp copyWords) header() copyHeader {
-	var h [copyHeaderLen]byte
-	copyOut(h[:], cp.hdr)
-	return copyHeader{
-		rev:   binary.LittleEndian.Uint64(h[:]),
-		len:   binary.LittleEndian.Uint32(h[hdrLen:]),
-		flags: binary.LittleEndian.Uint32(h[hdrFlags:]),
-	}
+func (cp copyWords) seq() *atomic.Uint64 { return (*atomic.Uint64)(unsafe.Add(cp.p, layout.CopySeq)) }
+
+func (cp copyWords) header() copyHeader { return loadHeader(unsafe.Add(cp.p, layout.CopyRev)) }
+
+func (cp copyWords) setHeader(ch copyHeader) { storeHeader(unsafe.Add(cp.p, layout.CopyRev), ch) }
+
+// data is the copy's first n value bytes (n <= MaxValue), with the rest of
+// the copy, padding included, in the capacity (see copy_other.go).
+func (cp copyWords) data(n int) []byte {
+	return unsafe.Slice((*byte)(unsafe.Add(cp.p, layout.CopyData)), cp.size-layout.CopyData)[:n]
 }
 
-func (cp copyWords) setHeader(ch copyHeader) {
-	var h [copyHeaderLen]byte
-	binary.LittleEndian.PutUint64(h[:], ch.rev)
-	binary.LittleEndian.PutUint32(h[hdrLen:], ch.len)
-	binary.LittleEndian.PutUint32(h[hdrFlags:], ch.flags)
-	copyIn(cp.hdr, h[:])
-}
+func (b *Board) copyOf(i, c int) copyWords { return b.copyAt(b.cell(i), c) }
 
-func (b *Board) copyOf(i, c int) copyWords {
-	off := b.g.CopyOff(i, c)
-	d := off + layout.CopyData
-	return copyWords{
-		seq:  layout.Word64At(b.seg, off+layout.CopySeq),
-		hdr:  b.seg[off+layout.CopyRev : d : d],
-		data: b.seg[d : d+uint64(b.g.MaxValue) : off+b.g.CopySize], // padding in the capacity: see copy_other.go
-	}
+func (b *Board) copyAt(cl cell, c int) copyWords {
+	return copyWords{unsafe.Add(cl.p, layout.CellCopies+uintptr(c)*b.copySize), b.copySize}
 }
 
 // CheckKey says whether key is a valid key: 1 to 255 bytes, any bytes.
@@ -272,15 +282,14 @@ func CheckKey(key string) error {
 
 // keyIs reports whether keyed cell c holds key (with hash h).
 func (b *Board) keyIs(c cell, key string, h uint64) (bool, error) {
-	n := c.keyLen.Load()
+	n := c.keyLen().Load()
 	if n == 0 || n > layout.MaxKeyLen {
 		return false, fmt.Errorf("%w: cell %d: key length %d", ErrCorrupt, c.i, n)
 	}
-	if c.hash.Load() != h || int(n) != len(key) {
+	if c.hash().Load() != h || int(n) != len(key) {
 		return false, nil
 	}
-	off := b.g.CellOff(c.i) + layout.CellKey
-	return string(b.seg[off:off+uint64(n)]) == key, nil
+	return string(c.keyBytes(n)) == key, nil
 }
 
 // find returns the cell holding key, or -1 if no cell does yet (the key
@@ -294,7 +303,7 @@ func (b *Board) find(key string, h uint64) (int, error) {
 			i -= n
 		}
 		c := b.cell(i)
-		switch s := c.state.Load(); s { // pairs with the keying store in bind
+		switch s := c.state().Load(); s { // pairs with the keying store in bind
 		case layout.CellFree:
 			return -1, nil
 		case layout.CellKeyed:
@@ -321,18 +330,23 @@ func (b *Board) Lookup(key string) (i int, ok bool, err error) {
 
 // revOf is cell i's revision: one load of its current word (0 for a cell
 // never written).
-func (b *Board) revOf(i int) uint64 { return b.cell(i).current.Load() >> 1 }
+func (b *Board) revOf(i int) uint64 { return b.cell(i).current().Load() >> 1 }
 
 // Get copies the latest complete value of key into buf (grown if it is too
 // small) and returns it with its revision. A key never written yields
 // ErrNotFound with revision 0; a deleted key ErrNotFound with the
 // tombstone's revision.
 func (b *Board) Get(key string, buf []byte) ([]byte, uint64, error) {
-	i, ok, err := b.Lookup(key)
+	if err := CheckKey(key); err != nil {
+		return nil, 0, err
+	}
+	h := layout.KeyHash(key)
+	b.prefetch(int(h % uint64(b.g.Cells)))
+	i, err := b.find(key, h)
 	if err != nil {
 		return nil, 0, err
 	}
-	if !ok {
+	if i < 0 {
 		return nil, 0, ErrNotFound
 	}
 	v, rev, dead, err := b.read(i, buf)
@@ -345,18 +359,36 @@ func (b *Board) Get(key string, buf []byte) ([]byte, uint64, error) {
 	return v, rev, nil
 }
 
+// prefetch loads the sequence words of both copies of cell i, the key's
+// home cell, before the lookup reads the cell's first line: a writer in
+// another process rewrites that line and the copies on every write, and a
+// reader would otherwise miss on the line and then, once current names the
+// copy, on the copy; with both copies requested up front, the misses
+// overlap. The loads' values are not used.
+func (b *Board) prefetch(i int) {
+	c := b.cell(i)
+	for k := range 2 {
+		cp := b.copyAt(c, k)
+		cp.seq().Load()
+		if b.copySize > layout.CopyAlign {
+			// The copy's second line: the rest of a small value.
+			(*atomic.Uint64)(unsafe.Add(cp.p, layout.CopyAlign)).Load()
+		}
+	}
+}
+
 // read is the reader's side of the copy protocol for cell i: the value of
 // the copy current names, its revision, and whether it is a tombstone.
 func (b *Board) read(i int, buf []byte) (_ []byte, rev uint64, dead bool, _ error) {
 	c := b.cell(i)
 	for spins := 0; ; spins++ {
-		cw := c.current.Load() // pairs with the publishing store in write
+		cw := c.current().Load() // pairs with the publishing store in write
 		if cw == 0 {
 			return nil, 0, false, ErrNotFound
 		}
 		rev = cw >> 1
 		cp := b.copyOf(i, int(cw&1))
-		s1 := cp.seq.Load() // pairs with the closing store in write
+		s1 := cp.seq().Load() // pairs with the closing store in write
 		if s1&1 == 0 {
 			ch := cp.header()
 			n, flags, crev := ch.len, ch.flags, ch.rev
@@ -365,22 +397,22 @@ func (b *Board) read(i int, buf []byte) (_ []byte, rev uint64, dead bool, _ erro
 					buf = make([]byte, n)
 				}
 				buf = buf[:n]
-				copyOut(buf, cp.data[:n])
+				copyOut(buf, cp.data(int(n)))
 			}
-			if cp.seq.Load() == s1 { // the copy did not change while we read it
+			if cp.seq().Load() == s1 { // the copy did not change while we read it
 				if crev == rev {
 					if err := layout.CheckCopy(rev, crev, n, flags, b.g.MaxValue); err != nil {
 						return nil, rev, false, fmt.Errorf("cell %d: %w", i, err)
 					}
 					return buf, rev, flags&layout.CopyTombstone != 0, nil
 				}
-				if c.current.Load() == cw {
+				if c.current().Load() == cw {
 					// Stable, named by current, and not its revision:
 					// no writer does that.
 					return nil, rev, false, fmt.Errorf("%w: cell %d: current names revision %d, its copy holds %d", ErrCorrupt, i, rev, crev)
 				}
 			}
-		} else if c.current.Load() == cw {
+		} else if c.current().Load() == cw {
 			// A writer only opens the copy current does not name: an
 			// open current copy with current unchanged is damage, unless
 			// we raced a lap; look again a few times before saying so.
@@ -458,7 +490,7 @@ func (b *Board) write(key string, value []byte, o op, expect uint64) (uint64, er
 // writeLocked is steps 1-3 of the write protocol, with cell i locked.
 func (b *Board) writeLocked(i int, value []byte, o op, expect uint64) (uint64, error) {
 	c := b.cell(i)
-	cw := c.current.Load()
+	cw := c.current().Load()
 	cur := cw >> 1
 	live := false
 	if cw != 0 {
@@ -474,8 +506,8 @@ func (b *Board) writeLocked(i int, value []byte, o op, expect uint64) (uint64, e
 	spare := 1 - int(cw&1)
 	cp := b.copyOf(i, spare)
 	rev := b.rev.Add(1)
-	open := (cp.seq.Load() | 1) + 2 // a new odd value, even after a writer died with the copy open
-	cp.seq.Store(open)
+	open := (cp.seq().Load() | 1) + 2 // a new odd value, even after a writer died with the copy open
+	storeRelease(cp.seq(), open)
 	failpoint.BoardCopyOpen.Fire()
 	var flags uint32
 	if o == opDelete {
@@ -483,11 +515,11 @@ func (b *Board) writeLocked(i int, value []byte, o op, expect uint64) (uint64, e
 		value = nil
 	}
 	cp.setHeader(copyHeader{rev: rev, len: uint32(len(value)), flags: flags})
-	copyIn(cp.data[:len(value)], value)
+	copyIn(cp.data(len(value)), value)
 	failpoint.BoardCopyWritten.Fire()
-	cp.seq.Store(open + 1) // pairs with the reader's second sequence load
+	storeRelease(cp.seq(), open+1) // pairs with the reader's second sequence load
 	failpoint.BoardCopyClosed.Fire()
-	c.current.Store(rev<<1 | uint64(spare)) // publishes; pairs with the reader's first load
+	storeRelease(c.current(), rev<<1|uint64(spare)) // publishes; pairs with the reader's first load
 	failpoint.BoardPublished.Fire()
 	return rev, nil
 }
@@ -521,7 +553,7 @@ func (b *Board) bind(key string, h uint64) (int, error) {
 			i -= n
 		}
 		c := b.cell(i)
-		switch s := c.state.Load(); s {
+		switch s := c.state().Load(); s {
 		case layout.CellKeyed:
 			ok, err := b.keyIs(c, key, h)
 			if err != nil {
@@ -540,7 +572,7 @@ func (b *Board) bind(key string, h uint64) (int, error) {
 		if err := b.lock(i); err != nil {
 			return -1, err
 		}
-		if c.state.Load() == layout.CellKeyed {
+		if c.state().Load() == layout.CellKeyed {
 			ok, err := b.keyIs(c, key, h)
 			if err == nil && ok {
 				return i, nil
@@ -552,11 +584,10 @@ func (b *Board) bind(key string, h uint64) (int, error) {
 			continue
 		}
 		failpoint.BoardBinding.Fire()
-		off := b.g.CellOff(i) + layout.CellKey
-		copyIn(b.seg[off:off+uint64(len(key))], []byte(key))
-		c.keyLen.Store(uint32(len(key)))
-		c.hash.Store(h)
-		c.state.Store(layout.CellKeyed) // pairs with the state load in find
+		copy(c.keyBytes(uint32(len(key))), key) // published by the state store below
+		c.keyLen().Store(uint32(len(key)))
+		c.hash().Store(h)
+		c.state().Store(layout.CellKeyed) // pairs with the state load in find
 		return i, nil
 	}
 	return -1, fmt.Errorf("%w: all %d cells hold other keys", ErrFull, n)
@@ -575,7 +606,7 @@ const (
 // taken from its holder only on proof that the holder is dead.
 func (b *Board) lock(i int) error {
 	b.locks[i%localLocks].Lock()
-	w := b.cell(i).lock
+	w := b.cell(i).lock()
 	var start, probed time.Time
 	sleep := time.Microsecond
 	for spins := 0; ; spins++ {
@@ -614,14 +645,17 @@ func (b *Board) lock(i int) error {
 }
 
 func (b *Board) unlock(i int) {
-	b.cell(i).lock.Store(0) // after the publishing store: the next writer sees it
+	// After the publishing store, and a full fence (an exchange): the
+	// stores before it (storeRelease) are visible before the doorbell
+	// load in Ring, which the no-lost-wake-up argument needs.
+	b.cell(i).lock().Store(0)
 	b.locks[i%localLocks].Unlock()
 }
 
 // Key is the key of cell i, if it is keyed.
 func (b *Board) key(i int) (string, bool, error) {
 	c := b.cell(i)
-	if c.state.Load() != layout.CellKeyed {
+	if c.state().Load() != layout.CellKeyed {
 		return "", false, nil
 	}
 	b.keysMu.Lock()
@@ -630,14 +664,13 @@ func (b *Board) key(i int) (string, bool, error) {
 	if k != "" {
 		return k, true, nil
 	}
-	n := c.keyLen.Load()
+	n := c.keyLen().Load()
 	if n == 0 || n > layout.MaxKeyLen {
 		return "", false, fmt.Errorf("%w: cell %d: key length %d", ErrCorrupt, i, n)
 	}
-	off := b.g.CellOff(i) + layout.CellKey
-	k = string(b.seg[off : off+uint64(n)])
-	if c.hash.Load() != layout.KeyHash(k) {
-		return "", false, fmt.Errorf("%w: cell %d: hash %#x does not match its key", ErrCorrupt, i, c.hash.Load())
+	k = string(c.keyBytes(n))
+	if c.hash().Load() != layout.KeyHash(k) {
+		return "", false, fmt.Errorf("%w: cell %d: hash %#x does not match its key", ErrCorrupt, i, c.hash().Load())
 	}
 	b.keysMu.Lock()
 	b.keys[i] = k // a keyed cell's key never changes

@@ -90,7 +90,7 @@ func TestDeadLockHolder(t *testing.T) {
 	}
 	i, _, _ := b.Lookup("k")
 	c := b.cell(i)
-	c.lock.Store(proc.Tag(proc.Identity{PID: 1 << 22, Start: 7})) // beyond pid_max: no such process
+	c.lock().Store(proc.Tag(proc.Identity{PID: 1 << 22, Start: 7})) // beyond pid_max: no such process
 	if _, err := b.Put("k", []byte("2")); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestDeadLockHolder(t *testing.T) {
 	if err != nil {
 		t.Skip("no parent identity:", err)
 	}
-	c.lock.Store(proc.Tag(parent))
+	c.lock().Store(proc.Tag(parent))
 	done := make(chan error, 1)
 	go func() { _, err := b.Put("k", []byte("3")); done <- err }()
 	select {
@@ -109,7 +109,7 @@ func TestDeadLockHolder(t *testing.T) {
 		t.Fatalf("put took the lock of a live process: %v", err)
 	case <-time.After(50 * lockProbeEvery):
 	}
-	c.lock.Store(0)
+	c.lock().Store(0)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +121,10 @@ func TestHalfWrittenCopyIgnored(t *testing.T) {
 	b := newBoard(t, 4, 8)
 	r1, _ := b.Put("k", []byte("good"))
 	i, _, _ := b.Lookup("k")
-	cw := b.cell(i).current.Load()
+	cw := b.cell(i).current().Load()
 	spare := b.copyOf(i, 1-int(cw&1))
-	spare.seq.Store(spare.seq.Load() | 1)
-	copy(spare.data, "junk")
+	spare.seq().Store(spare.seq().Load() | 1)
+	copy(spare.data(4), "junk")
 	if v, rev, err := b.Get("k", nil); err != nil || string(v) != "good" || rev != r1 {
 		t.Fatalf("get: %q %d %v", v, rev, err)
 	}
@@ -168,7 +168,7 @@ func FuzzBoard(f *testing.F) {
 		copy(b.seg[layout.HeaderSize:], cells)
 		b.rev.Store(rev)
 		for i := 0; i < b.g.Cells; i++ {
-			b.cell(i).lock.Store(0) // a hostile lock word is waited on, not a fault
+			b.cell(i).lock().Store(0) // a hostile lock word is waited on, not a fault
 		}
 		corrupt := func(what string, err error) {
 			if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound) &&

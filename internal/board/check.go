@@ -18,9 +18,9 @@ func (b *Board) Check() error {
 	seen := make(map[string]int)
 	for i := 0; i < b.g.Cells; i++ {
 		c := b.cell(i)
-		switch s := c.state.Load(); s {
+		switch s := c.state().Load(); s {
 		case layout.CellFree:
-			if cw := c.current.Load(); cw != 0 {
+			if cw := c.current().Load(); cw != 0 {
 				return fmt.Errorf("%w: cell %d: free, with current word %#x", ErrCorrupt, i, cw)
 			}
 			continue
@@ -36,13 +36,13 @@ func (b *Board) Check() error {
 			return fmt.Errorf("%w: cells %d and %d both hold key %q", ErrCorrupt, j, i, k)
 		}
 		seen[k] = i
-		home := int(c.hash.Load() % uint64(b.g.Cells))
+		home := int(c.hash().Load() % uint64(b.g.Cells))
 		for j := home; j != i; j = (j + 1) % b.g.Cells {
-			if b.cell(j).state.Load() == layout.CellFree {
+			if b.cell(j).state().Load() == layout.CellFree {
 				return fmt.Errorf("%w: cell %d: key %q is past free cell %d on its probe path from cell %d", ErrCorrupt, i, k, j, home)
 			}
 		}
-		cw := c.current.Load()
+		cw := c.current().Load()
 		if cw == 0 {
 			continue // bound, not yet written
 		}
@@ -50,10 +50,10 @@ func (b *Board) Check() error {
 			return fmt.Errorf("%w: cell %d: revision %d is past the board revision %d", ErrCorrupt, i, rev, top)
 		}
 		cp := b.copyOf(i, int(cw&1))
-		s1 := cp.seq.Load()
+		s1 := cp.seq().Load()
 		ch := cp.header()
 		crev, n, flags := ch.rev, ch.len, ch.flags
-		if cp.seq.Load() != s1 || c.current.Load() != cw {
+		if cp.seq().Load() != s1 || c.current().Load() != cw {
 			continue // a writer lapped us: what we read proves nothing
 		}
 		if s1&1 != 0 {

@@ -35,3 +35,15 @@ func copyOut(dst, src []byte) {
 		copy(dst[i:], w[:])
 	}
 }
+
+// loadHeader and storeHeader move a copy's header (at p: revision, then
+// length and flags in one word) as atomic words too.
+func loadHeader(p unsafe.Pointer) copyHeader {
+	w := (*atomic.Uint64)(unsafe.Add(p, hdrLen)).Load()
+	return copyHeader{rev: (*atomic.Uint64)(p).Load(), len: uint32(w), flags: uint32(w >> 32)}
+}
+
+func storeHeader(p unsafe.Pointer, h copyHeader) {
+	(*atomic.Uint64)(p).Store(h.rev)
+	(*atomic.Uint64)(unsafe.Add(p, hdrLen)).Store(uint64(h.len) | uint64(h.flags)<<32)
+}

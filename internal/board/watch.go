@@ -64,7 +64,7 @@ type Watcher struct {
 // with prefix (if it is true; "" is every key), for revisions past after.
 func (b *Board) NewWatcher(after uint64, keys []string, prefix string, prefixWatch bool) *Watcher {
 	w := &Watcher{b: b, keys: slices.Clone(keys), prefix: prefix, all: prefixWatch, after: after,
-		last: make([]uint64, b.g.Cells), Spin: ring.Spinner{Max: 20 * time.Microsecond}}
+		last: make([]uint64, b.g.Cells), Spin: ring.Spinner{Max: 50 * time.Microsecond}}
 	for i := range w.last {
 		w.last[i] = after
 	}

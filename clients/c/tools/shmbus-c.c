@@ -64,6 +64,14 @@ static const char help_text[] =
 	"        receive and verify them\n"
 	"  open-many PATH...                         attach to each and report\n"
 	"  daemon-open SOCKET NAME [--no-fd]         ask the daemon for a bus\n"
+	"  board-get BOARD KEY                       print KEY's revision and value\n"
+	"  board-put BOARD KEY VALUE [COUNT]         put (COUNT times), print the revision\n"
+	"  board-cas BOARD KEY REV VALUE             compare-and-put, print the revision\n"
+	"  board-rm BOARD KEY                        delete, print the tombstone's revision\n"
+	"  board-watch BOARD KEY AFTER [N] [TIMEOUT_MS]\n"
+	"        print N changes of KEY past revision AFTER (default 1), a line each:\n"
+	"        the revision, a space, the value or \"(deleted)\"\n"
+	"  board-incr BOARD KEY COUNT                add 1 COUNT times by compare-and-put\n"
 	"  help                                      this text\n"
 	"\n"
 	"BUS is a bus name (in $SHMBUS_DIR or /dev/shm), a path (with a '/'), fd:N\n"
@@ -844,6 +852,122 @@ static int cmd_board_put(int argc, char **argv)
 	return 0;
 }
 
+/* board-cas BOARD KEY REV VALUE: compare-and-put, print the new revision;
+ * on a mismatch exit 4 and print the key's revision. */
+static int cmd_board_cas(int argc, char **argv)
+{
+	if (argc != 4)
+		return usage("board-cas: BOARD KEY REV VALUE");
+	shmbus_board_t *b;
+	int rc = shmbus_board_open(argv[0], NULL, &b);
+	if (rc)
+		return die_rc(rc, "board-cas");
+	uint64_t rev = 0;
+	rc = shmbus_board_cas(b, argv[1], strlen(argv[1]), strtoull(argv[2], NULL, 10), argv[3], strlen(argv[3]), &rev);
+	shmbus_board_close(b);
+	if (rc == SHMBUS_ERR_REVISION) {
+		printf("%llu\n", (unsigned long long)rev);
+		fprintf(stderr, "%s: board-cas: %s\n", prog, shmbus_last_error());
+		return 4;
+	}
+	if (rc)
+		return die_rc(rc, "board-cas");
+	printf("%llu\n", (unsigned long long)rev);
+	return 0;
+}
+
+/* board-rm BOARD KEY: delete KEY, print the tombstone's revision. */
+static int cmd_board_rm(int argc, char **argv)
+{
+	if (argc != 2)
+		return usage("board-rm: BOARD KEY");
+	shmbus_board_t *b;
+	int rc = shmbus_board_open(argv[0], NULL, &b);
+	if (rc)
+		return die_rc(rc, "board-rm");
+	uint64_t rev = 0;
+	rc = shmbus_board_delete(b, argv[1], strlen(argv[1]), &rev);
+	shmbus_board_close(b);
+	if (rc)
+		return die_rc(rc, "board-rm");
+	printf("%llu\n", (unsigned long long)rev);
+	return 0;
+}
+
+/* board-watch BOARD KEY AFTER [N] [TIMEOUT_MS]: N changes past AFTER. */
+static int cmd_board_watch(int argc, char **argv)
+{
+	if (argc < 3 || argc > 5)
+		return usage("board-watch: BOARD KEY AFTER [N] [TIMEOUT_MS]");
+	uint64_t after = strtoull(argv[2], NULL, 10);
+	long count = argc >= 4 ? atol(argv[3]) : 1;
+	int timeout = argc == 5 ? atoi(argv[4]) : SHMBUS_FOREVER;
+	shmbus_board_t *b;
+	int rc = shmbus_board_open(argv[0], NULL, &b);
+	if (rc)
+		return die_rc(rc, "board-watch");
+	static char buf[1 << 20];
+	for (long i = 0; i < count; i++) {
+		size_t n = 0;
+		int dead = 0;
+		rc = shmbus_board_watch(b, argv[1], strlen(argv[1]), after, timeout, buf, sizeof buf, &n, &after, &dead);
+		if (rc) {
+			shmbus_board_close(b);
+			return die_rc(rc, "board-watch");
+		}
+		if (dead)
+			printf("%llu (deleted)\n", (unsigned long long)after);
+		else
+			printf("%llu %.*s\n", (unsigned long long)after, (int)n, buf);
+		fflush(stdout);
+	}
+	shmbus_board_close(b);
+	return 0;
+}
+
+/* board-incr BOARD KEY COUNT: COUNT times, read KEY as a decimal number
+ * (none: 0) and compare-and-put it plus one, again on a conflict; print
+ * the conflicts met. */
+static int cmd_board_incr(int argc, char **argv)
+{
+	if (argc != 3)
+		return usage("board-incr: BOARD KEY COUNT");
+	long count = atol(argv[2]);
+	shmbus_board_t *b;
+	int rc = shmbus_board_open(argv[0], NULL, &b);
+	if (rc)
+		return die_rc(rc, "board-incr");
+	const char *k = argv[1];
+	long conflicts = 0;
+	for (long i = 0; i < count;) {
+		char buf[32], out[32];
+		size_t n = 0;
+		uint64_t rev = 0, v = 0;
+		rc = shmbus_board_get(b, k, strlen(k), buf, sizeof buf - 1, &n, &rev);
+		if (rc == SHMBUS_OK) {
+			buf[n] = 0;
+			v = strtoull(buf, NULL, 10);
+		} else if (rc != SHMBUS_ERR_NOT_FOUND) {
+			shmbus_board_close(b);
+			return die_rc(rc, "board-incr get");
+		}
+		int m = snprintf(out, sizeof out, "%llu", (unsigned long long)(v + 1));
+		rc = shmbus_board_cas(b, k, strlen(k), rev, out, (size_t)m, NULL);
+		if (rc == SHMBUS_ERR_REVISION) {
+			conflicts++;
+			continue;
+		}
+		if (rc) {
+			shmbus_board_close(b);
+			return die_rc(rc, "board-incr cas");
+		}
+		i++;
+	}
+	shmbus_board_close(b);
+	printf("%ld\n", conflicts);
+	return 0;
+}
+
 static int run(int argc, char **argv)
 {
 	crc_init();
@@ -865,6 +989,10 @@ static int run(int argc, char **argv)
 	if (!strcmp(cmd, "daemon-open")) return cmd_daemon_open(argc, argv);
 	if (!strcmp(cmd, "board-get")) return cmd_board_get(argc, argv);
 	if (!strcmp(cmd, "board-put")) return cmd_board_put(argc, argv);
+	if (!strcmp(cmd, "board-cas")) return cmd_board_cas(argc, argv);
+	if (!strcmp(cmd, "board-rm")) return cmd_board_rm(argc, argv);
+	if (!strcmp(cmd, "board-watch")) return cmd_board_watch(argc, argv);
+	if (!strcmp(cmd, "board-incr")) return cmd_board_incr(argc, argv);
 	fprintf(stderr, "%s: unknown command \"%s\" (see '%s help')\n", prog, cmd, prog);
 	return 2;
 }
