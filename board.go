@@ -103,7 +103,7 @@ func (o *BoardOptions) config() (layout.BoardConfig, error) {
 func CreateBoard(name string, opts *BoardOptions) (*Board, error) {
 	b, err := createBoard(name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("create board %q: %w", name, err)
+		return nil, &Error{Op: "create", Kind: "board", Name: name, Err: err}
 	}
 	return b, nil
 }
@@ -176,7 +176,7 @@ func createBoard(name string, opts *BoardOptions) (*Board, error) {
 func OpenBoard(name string, opts *OpenOptions) (*Board, error) {
 	b, err := openBoard(name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open board %q: %w", name, err)
+		return nil, opError("open", "board", name, err)
 	}
 	return b, nil
 }
@@ -200,7 +200,7 @@ func openBoard(name string, opts *OpenOptions) (*Board, error) {
 func OpenBoardFile(name string, f *os.File, opts *OpenOptions) (*Board, error) {
 	b, err := openBoardFile(name, f, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open board %q: %w", name, err)
+		return nil, opError("open", "board", name, err)
 	}
 	return b, nil
 }
@@ -281,7 +281,7 @@ func (b *Board) WakeMode() WakeMode { return b.hdr.WakeMode }
 func (b *Board) enter() error {
 	if b.calls.Add(1)&closingBit != 0 {
 		b.exit()
-		return fmt.Errorf("board %q: %w", b.name, ErrClosed)
+		return boardError(b.name, ErrClosed)
 	}
 	return nil
 }
@@ -301,9 +301,9 @@ func (b *Board) do(verb, key string, f func() error) error {
 	b.exit()
 	if err != nil {
 		if key != "" {
-			return fmt.Errorf("board %q: %s %q: %w", b.name, verb, key, err)
+			return boardError(b.name, fmt.Errorf("%s %q: %w", verb, key, err))
 		}
-		return fmt.Errorf("board %q: %s: %w", b.name, verb, err)
+		return boardError(b.name, fmt.Errorf("%s: %w", verb, err))
 	}
 	return nil
 }
@@ -390,7 +390,7 @@ func (b *Board) Check() error {
 // is closed.
 func (b *Board) Watch(ctx context.Context, key string, afterRev uint64) (e BoardEntry, err error) {
 	if err := board.CheckKey(key); err != nil {
-		return e, fmt.Errorf("board %q: watch: %w", b.name, err)
+		return e, boardError(b.name, fmt.Errorf("watch: %w", err))
 	}
 	w := b.newWatcher(afterRev, []string{key}, "", false)
 	for {
@@ -415,7 +415,7 @@ type BoardWatcher struct {
 func (b *Board) WatchKeys(afterRev uint64, keys ...string) (*BoardWatcher, error) {
 	for _, k := range keys {
 		if err := board.CheckKey(k); err != nil {
-			return nil, fmt.Errorf("board %q: watch %q: %w", b.name, k, err)
+			return nil, boardError(b.name, fmt.Errorf("watch %q: %w", k, err))
 		}
 	}
 	return b.newWatcher(afterRev, keys, "", false), nil
@@ -448,7 +448,7 @@ func (w *BoardWatcher) Next(ctx context.Context) ([]BoardEntry, error) {
 	}()
 	stop := func() error {
 		if b.closed.Load() {
-			return fmt.Errorf("board %q: %w", b.name, ErrClosed)
+			return boardError(b.name, ErrClosed)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -479,7 +479,7 @@ func (w *BoardWatcher) Next(ctx context.Context) ([]BoardEntry, error) {
 	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
 	case err != nil:
-		return nil, fmt.Errorf("board %q: watch: %w", b.name, err)
+		return nil, boardError(b.name, fmt.Errorf("watch: %w", err))
 	}
 	return es, nil
 }
@@ -517,7 +517,7 @@ func (b *Board) Remove() error {
 // board's cookie). A board too damaged to read is removed all the same.
 func RemoveBoard(dir, name string) error {
 	if err := segment.ValidateName(name); err != nil {
-		return fmt.Errorf("remove board %q: %w", name, err)
+		return opError("remove", "board", name, err)
 	}
 	path := segment.BoardPath(dir, name)
 	var semErr error
@@ -530,10 +530,10 @@ func RemoveBoard(dir, name string) error {
 		m.Close()
 	}
 	if err := segment.Remove(path); err != nil {
-		return fmt.Errorf("remove board %q: %w", name, err)
+		return opError("remove", "board", name, err)
 	}
 	if semErr != nil {
-		return fmt.Errorf("remove board %q: semaphore set: %w", name, semErr)
+		return &Error{Op: "remove", Kind: "board", Name: name, Err: fmt.Errorf("semaphore set: %w", semErr)}
 	}
 	return nil
 }
@@ -544,9 +544,9 @@ func RemoveBoard(dir, name string) error {
 // for a consistent board, or an error wrapping ErrCorrupt that names the
 // first fault. Writes in progress are not faults.
 func CheckBoard(dir, name string) error {
-	b, err := OpenBoard(name, &OpenOptions{Dir: dir, Wait: time.Millisecond})
+	b, err := openBoard(name, &OpenOptions{Dir: dir, Wait: time.Millisecond})
 	if err != nil {
-		return fmt.Errorf("check board %q: %w", name, err)
+		return opError("check", "board", name, err)
 	}
 	defer b.Close()
 	return b.Check()

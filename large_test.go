@@ -318,17 +318,17 @@ func TestTooLargeAndPriorityErrors(t *testing.T) {
 		if tl.Size != size || tl.Limit != limit {
 			t.Fatalf("%s: size %d limit %d, want %d and %d", what, tl.Size, tl.Limit, size, limit)
 		}
-		want := fmt.Sprintf("bus %q: message of %d bytes exceeds the bus's %s of %d bytes", b.Name(), size, limitName, limit)
+		want := fmt.Sprintf("shmbus: bus %q: %s", b.Name(), fmt.Sprintf(limitName, size, limit))
 		if err.Error() != want {
 			t.Fatalf("%s: %q, want %q", what, err, want)
 		}
 	}
-	check("TrySend", p.TrySend(make([]byte, size), 0), size, b.MaxMessage(), "max message")
-	check("Send", p.Send(context.Background(), make([]byte, size), 0), size, b.MaxMessage(), "max message")
+	check("TrySend", p.TrySend(make([]byte, size), 0), size, b.MaxMessage(), "send: message of %d bytes exceeds the bus's max message of %d bytes")
+	check("Send", p.Send(context.Background(), make([]byte, size), 0), size, b.MaxMessage(), "send: message of %d bytes exceeds the bus's max message of %d bytes")
 	_, err = p.SendBatch(context.Background(), [][]byte{make([]byte, size)}, 0)
-	check("SendBatch", err, size, b.MaxMessage(), "max message")
+	check("SendBatch", err, size, b.MaxMessage(), "send: message of %d bytes exceeds the bus's max message of %d bytes")
 	_, err = p.Reserve(0, b.MaxRecordPayload()+1)
-	check("Reserve", err, b.MaxRecordPayload()+1, b.MaxRecordPayload(), "max record payload")
+	check("Reserve", err, b.MaxRecordPayload()+1, b.MaxRecordPayload(), "reserve: record of %d bytes exceeds one record's payload limit of %d bytes (MaxRecordPayload)")
 
 	for _, tc := range []struct {
 		priorities int

@@ -208,7 +208,7 @@ func Create(name string, opts *Options) (*Bus, error) {
 func CreateContext(ctx context.Context, name string, opts *Options) (*Bus, error) {
 	b, err := create(ctx, name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("create bus %q: %w", name, err)
+		return nil, &Error{Op: "create", Kind: "bus", Name: name, Err: err}
 	}
 	return b, nil
 }
@@ -371,7 +371,7 @@ func create(ctx context.Context, name string, opts *Options) (_ *Bus, err error)
 func Open(name string, opts *OpenOptions) (*Bus, error) {
 	b, err := open(name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open bus %q: %w", name, err)
+		return nil, opError("open", "bus", name, err)
 	}
 	return b, nil
 }
@@ -399,7 +399,7 @@ func open(name string, opts *OpenOptions) (*Bus, error) {
 func OpenFile(name string, f *os.File, opts *OpenOptions) (*Bus, error) {
 	b, err := openFile(name, f, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open bus %q: %w", name, err)
+		return nil, opError("open", "bus", name, err)
 	}
 	return b, nil
 }
@@ -439,8 +439,8 @@ func attach(name string, m *segment.Mapping, h layout.Header, g layout.Geometry,
 	seg := m.Bytes()
 	b := &Bus{name: name, m: m, seg: seg, hdr: h, g: g, sems: set, drained: make(chan struct{}),
 		producers: map[*Producer]struct{}{},
-		errEmpty:  fmt.Errorf("bus %q: receive: %w", name, ErrEmpty),
-		errFull:   fmt.Errorf("bus %q: send: %w", name, ErrFull)}
+		errEmpty:  busError(name, fmt.Errorf("receive: %w", ErrEmpty)),
+		errFull:   busError(name, fmt.Errorf("send: %w", ErrFull))}
 	b.data = ring.NewDoorbell(seg, layout.OffDataSeq, b.sleeper(0),
 		layout.Word64(seg, layout.OffConsumerSleeps), layout.Word64(seg, layout.OffConsumerWakes))
 	for i := range g.Lanes {
@@ -500,7 +500,7 @@ func (b *Bus) exit() {
 	}
 }
 
-func (b *Bus) errClosed() error { return fmt.Errorf("bus %q: %w", b.name, ErrClosed) }
+func (b *Bus) errClosed() error { return busError(b.name, ErrClosed) }
 
 // Close detaches from the bus: every blocked call of this process returns
 // ErrClosed, the roles and peer slots this process holds are released, and
@@ -572,16 +572,16 @@ func (b *Bus) Remove() error {
 // removes it; the segment file is removed even then.
 func Remove(dir, name string) error {
 	if err := segment.ValidateName(name); err != nil {
-		return fmt.Errorf("remove bus %q: %w", name, err)
+		return opError("remove", "bus", name, err)
 	}
 	path := segment.Path(dir, name)
 	semErr := removeSems(path)
 	removeAsmFiles(path)
 	if err := segment.Remove(path); err != nil {
-		return fmt.Errorf("remove bus %q: %w", name, errors.Join(err, semErr))
+		return opError("remove", "bus", name, errors.Join(err, semErr))
 	}
 	if semErr != nil {
-		return fmt.Errorf("remove bus %q: %w", name, semErr)
+		return &Error{Op: "remove", Kind: "bus", Name: name, Err: semErr}
 	}
 	return nil
 }

@@ -81,7 +81,7 @@ func (b *Bus) Waiting() ([]LaneDepth, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus %q: waiting: %w", b.name, err)
+		return nil, busError(b.name, fmt.Errorf("waiting: %w", err))
 	}
 	return d, nil
 }
