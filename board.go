@@ -77,7 +77,7 @@ func (o *BoardOptions) config() (layout.BoardConfig, error) {
 	if o == nil {
 		o = &BoardOptions{}
 	}
-	c := layout.BoardConfig{Cells: o.Keys, MaxValue: o.MaxValue, WakeMode: o.Wake}
+	c := layout.BoardConfig{Cells: o.Keys, MaxValue: o.MaxValue, WakeMode: layout.WakeMode(o.Wake)}
 	if c.Cells == 0 {
 		c.Cells = DefaultBoardKeys
 	}
@@ -88,7 +88,7 @@ func (o *BoardOptions) config() (layout.BoardConfig, error) {
 		c.MaxValue = 0
 	}
 	if c.WakeMode == 0 {
-		c.WakeMode = DefaultWake
+		c.WakeMode = layout.WakeMode(DefaultWake)
 	}
 	if err := checkWake(c.WakeMode); err != nil {
 		return c, err
@@ -275,7 +275,7 @@ func (b *Board) Keys() ([]string, error) {
 func (b *Board) MaxValue() int { return int(b.hdr.MaxValue) }
 
 // WakeMode is how the board's watchers are woken.
-func (b *Board) WakeMode() WakeMode { return b.hdr.WakeMode }
+func (b *Board) WakeMode() WakeMode { return WakeMode(b.hdr.WakeMode) }
 
 // enter registers a call that uses the mapping (see Bus.enter).
 func (b *Board) enter() error {

@@ -50,6 +50,16 @@ func opError(op, kind, name string, err error) error {
 	return &Error{Op: op, Kind: kind, Name: name, Err: err}
 }
 
+// ShortBufferError says how large a buffer the next message needs; the
+// message stays on the bus. It wraps ErrShortBuffer.
+type ShortBufferError struct{ Need, Have int }
+
+func (e *ShortBufferError) Error() string {
+	return "buffer too small: record needs " + strconv.Itoa(e.Need) + " bytes, buffer has " + strconv.Itoa(e.Have)
+}
+
+func (e *ShortBufferError) Unwrap() error { return ErrShortBuffer }
+
 // noSuchError is a bus or board whose segment does not exist; it wraps the
 // error that said so (ErrNotExist and the operating system's error).
 type noSuchError struct {

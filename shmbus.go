@@ -61,24 +61,12 @@ var (
 	ErrDropped     = errors.New("message dropped") // Receive: a large message the consumer could not hold was skipped
 )
 
-// ShortBufferError says how large a buffer the next message needs; the
-// message stays on the bus.
-type ShortBufferError = ring.ShortBufferError
-
 // ProducerMode says how many producers a bus's lanes accept.
 type ProducerMode int
 
 const (
 	MultiProducer  ProducerMode = iota // MPSC lanes: any number of producers (the default)
 	SingleProducer                     // SPSC lanes: one producer at a time, wait-free
-)
-
-// WakeMode is how a sleeping peer is woken.
-type WakeMode = layout.WakeMode
-
-const (
-	WakeFutex = layout.WakeFutex // Linux futexes in the segment (default on Linux)
-	WakeSem   = layout.WakeSem   // a System V semaphore set made with the bus
 )
 
 // Defaults for Options.
@@ -185,9 +173,9 @@ func (o *Options) config() (layout.Config, error) {
 	if o.FailFast {
 		c.Flags |= layout.FlagFailFast
 	}
-	c.WakeMode = o.Wake
+	c.WakeMode = layout.WakeMode(o.Wake)
 	if c.WakeMode == 0 {
-		c.WakeMode = DefaultWake
+		c.WakeMode = layout.WakeMode(DefaultWake)
 	}
 	if err := checkWake(c.WakeMode); err != nil {
 		return c, err
@@ -477,10 +465,7 @@ func (b *Bus) MaxMessage() int { return int(b.hdr.MaxMessage) }
 func (b *Bus) MaxRecordPayload() int { return b.lanes[0].MaxPayload() }
 
 // WakeMode is how the bus's sleepers are woken.
-func (b *Bus) WakeMode() WakeMode { return b.hdr.WakeMode }
-
-// Header is the decoded header the bus was attached with.
-func (b *Bus) Header() layout.Header { return b.hdr }
+func (b *Bus) WakeMode() WakeMode { return WakeMode(b.hdr.WakeMode) }
 
 const closingBit = 1 << 62
 

@@ -116,7 +116,7 @@ func (d *testDaemon) create(t *testing.T, c *daemon.Client, m daemon.Create) *sh
 	t.Cleanup(func() { bus.Close() })
 	if bus.WakeMode() == shmbus.WakeSem {
 		semMu.Lock()
-		semIDs = append(semIDs, int(bus.Header().SemID))
+		semIDs = append(semIDs, bus.Config().SemID)
 		semMu.Unlock()
 	}
 	return bus

@@ -130,7 +130,7 @@ func newBus(t testing.TB, o shmbus.Options) (*shmbus.Bus, string) {
 	}
 	if bus.WakeMode() == shmbus.WakeSem {
 		semMu.Lock()
-		semIDs = append(semIDs, int(bus.Header().SemID))
+		semIDs = append(semIDs, bus.Config().SemID)
 		semMu.Unlock()
 	}
 	t.Cleanup(func() {
