@@ -34,13 +34,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if role := os.Getenv(roleEnv); role != "" {
-		if err := runRole(role); err != nil {
-			fmt.Fprintf(os.Stderr, "role %s: %v\n", role, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testutil.RunRole(roleEnv, runRole)
 	os.Exit(testMain(m))
 }
 

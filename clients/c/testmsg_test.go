@@ -13,6 +13,8 @@ import (
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/failpoint"
+
+	"github.com/shmbus/shmbus/internal/testutil"
 )
 
 // Test messages, made and checked exactly as tools/shmbus-c.c does: a
@@ -219,7 +221,7 @@ func goConsume(bus *shmbus.Bus, n int, ck *checker, perMsg time.Duration) error 
 // claiming the space of message SHMBUS_DIE_AT.
 func runRole(role string) error {
 	if role != "go-producer-die" {
-		return fmt.Errorf("unknown role")
+		return fmt.Errorf("%w %q", testutil.ErrUnknownRole, role)
 	}
 	bus, err := shmbus.Open(os.Getenv("SHMBUS_NAME"), nil)
 	if err != nil {

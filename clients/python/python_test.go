@@ -48,13 +48,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if role := os.Getenv(roleEnv); role != "" {
-		if err := runRole(role); err != nil {
-			fmt.Fprintf(os.Stderr, "role %s: %v\n", role, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testutil.RunRole(roleEnv, runRole)
 	os.Exit(runTests(m))
 }
 
@@ -75,7 +69,7 @@ func runTests(m *testing.M) int {
 // stdin closes (or the process is killed).
 func runRole(role string) error {
 	if role != "producer" {
-		return fmt.Errorf("unknown role")
+		return fmt.Errorf("%w %q", testutil.ErrUnknownRole, role)
 	}
 	bus, err := shmbus.Open(os.Getenv("SHMBUS_NAME"), &shmbus.OpenOptions{Dir: os.Getenv("SHMBUS_DIR")})
 	if err != nil {

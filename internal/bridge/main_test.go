@@ -21,6 +21,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shmbus/shmbus"
+
+	"github.com/shmbus/shmbus/internal/testutil"
 )
 
 // The test binary doubles as a bridge process: with SHMBUS_TEST_ROLE=bridge
@@ -29,20 +31,7 @@ import (
 const roleEnv = "SHMBUS_TEST_ROLE"
 
 func TestMain(m *testing.M) {
-	switch os.Getenv(roleEnv) {
-	case "bridge":
-		if err := childBridge(); err != nil {
-			fmt.Fprintln(os.Stderr, "bridge:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	case "natsserver":
-		if err := childServer(); err != nil {
-			fmt.Fprintln(os.Stderr, "nats-server:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testutil.RunRole(roleEnv, testutil.Table(map[string]func() error{"bridge": childBridge, "natsserver": childServer}))
 	dir, err := os.MkdirTemp("", "shmbus-bridge-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
