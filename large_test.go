@@ -9,9 +9,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus/internal/failpoint"
 )
@@ -289,7 +290,7 @@ func init() {
 		claims := 0
 		failpoint.AfterClaim.Set(func() {
 			if claims++; claims == 20 {
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				unix.Kill(os.Getpid(), unix.SIGKILL)
 				time.Sleep(time.Hour)
 			}
 		})

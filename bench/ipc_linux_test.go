@@ -9,9 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // These tests check that every method carries verified traffic and that
@@ -417,4 +418,4 @@ func trackQueues(t *testing.T) {
 	})
 }
 
-func syscallKill(pid int) { syscall.Kill(pid, syscall.SIGKILL) }
+func syscallKill(pid int) { unix.Kill(pid, unix.SIGKILL) }

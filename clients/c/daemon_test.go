@@ -16,8 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/daemon"
@@ -468,7 +471,7 @@ func (f *fakeConn) send(b []byte, files ...*os.File) {
 		for i, fl := range files {
 			fds[i] = int(fl.Fd())
 		}
-		oob = syscall.UnixRights(fds...)
+		oob = unix.UnixRights(fds...)
 	}
 	if _, _, err := f.c.WriteMsgUnix(b, oob, nil); err != nil {
 		f.t.Errorf("fake daemon: write: %v", err)

@@ -8,8 +8,9 @@ import (
 	"hash/crc32"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/failpoint"
@@ -238,7 +239,7 @@ func runRole(role string) error {
 	claims := 0
 	failpoint.AfterClaim.Set(func() {
 		if claims == dieAt {
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			unix.Kill(os.Getpid(), unix.SIGKILL)
 			time.Sleep(time.Hour)
 		}
 		claims++

@@ -28,8 +28,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/testutil"
@@ -212,12 +215,12 @@ func startDaemon(t *testing.T) *daemon {
 }
 
 func dialUnix(path string) (io.Closer, error) {
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), path)
-	if err := syscall.Connect(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -225,7 +228,7 @@ func dialUnix(path string) (io.Closer, error) {
 }
 
 func (d *daemon) stop(t *testing.T) {
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Process.Signal(unix.SIGTERM)
 	select {
 	case <-d.exited:
 	case <-time.After(10 * time.Second):
@@ -718,7 +721,7 @@ func TestPeerEvents(t *testing.T) {
 		t.Fatalf("producer process: %q, %v (%v)", line, err, child.ProcessState)
 	}
 	join = expect("JOIN", child.Process.Pid, -1)
-	child.Process.Signal(syscall.SIGKILL)
+	child.Process.Signal(unix.SIGKILL)
 	child.Wait()
 	expect("CRASH", child.Process.Pid, join.Slot)
 

@@ -9,8 +9,9 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/spf13/cobra"
@@ -164,7 +165,7 @@ type app struct {
 // run runs the command line args (without the program name) and returns
 // the exit status. main and the tests call it.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
 	defer stop()
 
 	started := false

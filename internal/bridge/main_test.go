@@ -13,9 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -46,7 +47,7 @@ func TestMain(m *testing.M) {
 // childBridge runs the routes in SHMBUS_ROUTES (separated by spaces)
 // against SHMBUS_NATS.
 func childBridge() error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM)
 	defer stop()
 	cfg := Config{Server: os.Getenv("SHMBUS_NATS"), AckWait: 2 * time.Second, AckTimeout: 2 * time.Second}
 	for _, s := range strings.Fields(os.Getenv("SHMBUS_ROUTES")) {
@@ -85,7 +86,7 @@ func childServer() error {
 	}
 	fmt.Println("ready")
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
+	signal.Notify(sig, unix.SIGTERM)
 	<-sig
 	s.Shutdown()
 	s.WaitForShutdown()
