@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Reassembly files and the other users of a world-writable directory.
@@ -317,8 +319,8 @@ func roleAsmVictim() error {
 		}
 		own := 0
 		for _, path := range asmFiles(base) {
-			var st syscall.Stat_t
-			if err := syscall.Lstat(path, &st); err != nil || st.Uid != uint32(os.Getuid()) {
+			var st unix.Stat_t
+			if err := unix.Lstat(path, &st); err != nil || st.Uid != uint32(os.Getuid()) {
 				continue
 			}
 			own++

@@ -79,7 +79,7 @@ func (o *BoardOptions) config() (layout.BoardConfig, error) {
 	if o == nil {
 		o = &BoardOptions{}
 	}
-	c := layout.BoardConfig{Cells: o.Keys, MaxValue: o.MaxValue, WakeMode: o.Wake}
+	c := layout.BoardConfig{Cells: o.Keys, MaxValue: o.MaxValue, WakeMode: layout.WakeMode(o.Wake)}
 	if c.Cells == 0 {
 		c.Cells = DefaultBoardKeys
 	}
@@ -90,7 +90,7 @@ func (o *BoardOptions) config() (layout.BoardConfig, error) {
 		c.MaxValue = 0
 	}
 	if c.WakeMode == 0 {
-		c.WakeMode = DefaultWake
+		c.WakeMode = layout.WakeMode(DefaultWake)
 	}
 	if err := checkWake(c.WakeMode); err != nil {
 		return c, err
@@ -105,7 +105,7 @@ func (o *BoardOptions) config() (layout.BoardConfig, error) {
 func CreateBoard(name string, opts *BoardOptions) (*Board, error) {
 	b, err := createBoard(name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("create board %q: %w", name, err)
+		return nil, &Error{Op: "create", Kind: "board", Name: name, Err: err}
 	}
 	return b, nil
 }
@@ -178,7 +178,7 @@ func createBoard(name string, opts *BoardOptions) (*Board, error) {
 func OpenBoard(name string, opts *OpenOptions) (*Board, error) {
 	b, err := openBoard(name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open board %q: %w", name, err)
+		return nil, opError("open", "board", name, err)
 	}
 	return b, nil
 }
@@ -202,7 +202,7 @@ func openBoard(name string, opts *OpenOptions) (*Board, error) {
 func OpenBoardFile(name string, f *os.File, opts *OpenOptions) (*Board, error) {
 	b, err := openBoardFile(name, f, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open board %q: %w", name, err)
+		return nil, opError("open", "board", name, err)
 	}
 	return b, nil
 }
@@ -277,13 +277,13 @@ func (b *Board) Keys() ([]string, error) {
 func (b *Board) MaxValue() int { return int(b.hdr.MaxValue) }
 
 // WakeMode is how the board's watchers are woken.
-func (b *Board) WakeMode() WakeMode { return b.hdr.WakeMode }
+func (b *Board) WakeMode() WakeMode { return WakeMode(b.hdr.WakeMode) }
 
 // enter registers a call that uses the mapping (see Bus.enter).
 func (b *Board) enter() error {
 	if b.calls.Add(1)&closingBit != 0 {
 		b.exit()
-		return fmt.Errorf("board %q: %w", b.name, ErrClosed)
+		return boardError(b.name, ErrClosed)
 	}
 	return nil
 }
@@ -310,9 +310,9 @@ func (b *Board) do(verb, key string, f func() error) error {
 // wrap gives err its context: the board, the call and the key.
 func (b *Board) wrap(verb, key string, err error) error {
 	if key != "" {
-		return fmt.Errorf("board %q: %s %q: %w", b.name, verb, key, err)
+		return boardError(b.name, fmt.Errorf("%s %q: %w", verb, key, err))
 	}
-	return fmt.Errorf("board %q: %s: %w", b.name, verb, err)
+	return boardError(b.name, fmt.Errorf("%s: %w", verb, err))
 }
 
 // Get copies key's latest complete value into buf (grown if too small;
@@ -433,7 +433,7 @@ func (b *Board) Check() error {
 // is closed.
 func (b *Board) Watch(ctx context.Context, key string, afterRev uint64) (e BoardEntry, err error) {
 	if err := board.CheckKey(key); err != nil {
-		return e, fmt.Errorf("board %q: watch: %w", b.name, err)
+		return e, boardError(b.name, fmt.Errorf("watch: %w", err))
 	}
 	w := b.newWatcher(afterRev, []string{key}, "", false)
 	for {
@@ -458,7 +458,7 @@ type BoardWatcher struct {
 func (b *Board) WatchKeys(afterRev uint64, keys ...string) (*BoardWatcher, error) {
 	for _, k := range keys {
 		if err := board.CheckKey(k); err != nil {
-			return nil, fmt.Errorf("board %q: watch %q: %w", b.name, k, err)
+			return nil, boardError(b.name, fmt.Errorf("watch %q: %w", k, err))
 		}
 	}
 	return b.newWatcher(afterRev, keys, "", false), nil
@@ -491,7 +491,7 @@ func (w *BoardWatcher) Next(ctx context.Context) ([]BoardEntry, error) {
 	}()
 	stop := func() error {
 		if b.closed.Load() {
-			return fmt.Errorf("board %q: %w", b.name, ErrClosed)
+			return boardError(b.name, ErrClosed)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -522,7 +522,7 @@ func (w *BoardWatcher) Next(ctx context.Context) ([]BoardEntry, error) {
 	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
 	case err != nil:
-		return nil, fmt.Errorf("board %q: watch: %w", b.name, err)
+		return nil, boardError(b.name, fmt.Errorf("watch: %w", err))
 	}
 	return es, nil
 }
@@ -560,7 +560,7 @@ func (b *Board) Remove() error {
 // board's cookie). A board too damaged to read is removed all the same.
 func RemoveBoard(dir, name string) error {
 	if err := segment.ValidateName(name); err != nil {
-		return fmt.Errorf("remove board %q: %w", name, err)
+		return opError("remove", "board", name, err)
 	}
 	path := segment.BoardPath(dir, name)
 	var semErr error
@@ -573,10 +573,10 @@ func RemoveBoard(dir, name string) error {
 		m.Close()
 	}
 	if err := segment.Remove(path); err != nil {
-		return fmt.Errorf("remove board %q: %w", name, err)
+		return opError("remove", "board", name, err)
 	}
 	if semErr != nil {
-		return fmt.Errorf("remove board %q: semaphore set: %w", name, semErr)
+		return &Error{Op: "remove", Kind: "board", Name: name, Err: fmt.Errorf("semaphore set: %w", semErr)}
 	}
 	return nil
 }
@@ -587,9 +587,9 @@ func RemoveBoard(dir, name string) error {
 // for a consistent board, or an error wrapping ErrCorrupt that names the
 // first fault. Writes in progress are not faults.
 func CheckBoard(dir, name string) error {
-	b, err := OpenBoard(name, &OpenOptions{Dir: dir, Wait: time.Millisecond})
+	b, err := openBoard(name, &OpenOptions{Dir: dir, Wait: time.Millisecond})
 	if err != nil {
-		return fmt.Errorf("check board %q: %w", name, err)
+		return opError("check", "board", name, err)
 	}
 	defer b.Close()
 	return b.Check()

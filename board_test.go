@@ -15,8 +15,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus/internal/failpoint"
 	"github.com/shmbus/shmbus/internal/testutil"
@@ -527,7 +530,7 @@ func roleBoardVictim() error {
 		after := envInt("AFTER")
 		p.Set(func() {
 			if after--; after < 0 {
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				unix.Kill(os.Getpid(), unix.SIGKILL)
 				select {}
 			}
 		})
@@ -584,11 +587,11 @@ func TestBoardWriterKilled(t *testing.T) {
 				time.Sleep(100 * time.Microsecond)
 			}
 			time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
-			c.Process.Signal(syscall.SIGKILL)
+			c.Process.Signal(unix.SIGKILL)
 		}
 		err := waitTimeout(c, time.Minute)
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != unix.SIGKILL {
 			t.Fatalf("round %d (point %q): victim ended with %v, want SIGKILL", r, point, err)
 		}
 		// Every key readable (a complete value or none yet) and writable.

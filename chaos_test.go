@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -76,7 +75,7 @@ func roleChaosProducer() error {
 		hits := 0
 		failpoint.Lookup(name).Set(func() {
 			if hits++; hits == at {
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				unix.Kill(os.Getpid(), unix.SIGKILL)
 				time.Sleep(time.Hour)
 			}
 		})

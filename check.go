@@ -19,7 +19,7 @@ type CheckError struct {
 
 func (e *CheckError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "check bus %q: %d fault", e.Bus, len(e.Faults))
+	fmt.Fprintf(&b, "shmbus: check bus %q: %d fault", e.Bus, len(e.Faults))
 	if len(e.Faults) != 1 {
 		b.WriteByte('s')
 	}
@@ -48,11 +48,11 @@ func (e *CheckError) Unwrap() []error { return e.Faults }
 // faults.
 func Check(dir, name string) error {
 	if err := segment.ValidateName(name); err != nil {
-		return fmt.Errorf("check bus %q: %w", name, err)
+		return opError("check", "bus", name, err)
 	}
 	m, h, g, err := segment.Open(segment.Path(dir, name), time.Millisecond)
 	if err != nil {
-		return fmt.Errorf("check bus %q: %w", name, err)
+		return opError("check", "bus", name, err)
 	}
 	defer m.Close()
 	return checkMapped(name, m.Bytes(), &h, &g)
@@ -74,7 +74,7 @@ func checkMapped(name string, seg []byte, h *layout.Header, g *layout.Geometry) 
 		faults = checkSegment(seg, h, g)
 		return nil
 	}); err != nil {
-		return fmt.Errorf("check bus %q: %w", name, err)
+		return opError("check", "bus", name, err)
 	}
 	if len(faults) > 0 {
 		return &CheckError{Bus: name, Faults: faults}

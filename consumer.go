@@ -72,7 +72,7 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus %q: new consumer: %w", b.name, err)
+		return nil, busError(b.name, fmt.Errorf("new consumer: %w", err))
 	}
 	return c, nil
 }
@@ -90,7 +90,7 @@ func (b *Bus) AwaitConsumer(ctx context.Context) (*Consumer, error) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("bus %q: await consumer role: %w (%w)", b.name, ctx.Err(), err)
+			return nil, busError(b.name, fmt.Errorf("await consumer role: %w (%w)", ctx.Err(), err))
 		case <-t.C:
 		}
 	}
@@ -101,7 +101,7 @@ const roleRetry = 10 * time.Millisecond
 
 func (c *Consumer) check() error {
 	if c.closed.Load() {
-		return fmt.Errorf("bus %q: consumer: %w", c.b.name, ErrClosed)
+		return busError(c.b.name, fmt.Errorf("consumer: %w", ErrClosed))
 	}
 	return c.b.enter()
 }
@@ -541,7 +541,7 @@ func (c *Consumer) wrap(err error) error {
 	if err == ErrEmpty {
 		return c.b.errEmpty // made once: a polling loop meets it constantly
 	}
-	return fmt.Errorf("bus %q: receive: %w", c.b.name, err)
+	return busError(c.b.name, fmt.Errorf("receive: %w", err))
 }
 
 // abandon releases what was taken and closes the reassembly files (they

@@ -9,9 +9,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus/internal/failpoint"
 )
@@ -289,7 +290,7 @@ func init() {
 		claims := 0
 		failpoint.AfterClaim.Set(func() {
 			if claims++; claims == 20 {
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				unix.Kill(os.Getpid(), unix.SIGKILL)
 				time.Sleep(time.Hour)
 			}
 		})
@@ -318,17 +319,17 @@ func TestTooLargeAndPriorityErrors(t *testing.T) {
 		if tl.Size != size || tl.Limit != limit {
 			t.Fatalf("%s: size %d limit %d, want %d and %d", what, tl.Size, tl.Limit, size, limit)
 		}
-		want := fmt.Sprintf("bus %q: message of %d bytes exceeds the bus's %s of %d bytes", b.Name(), size, limitName, limit)
+		want := fmt.Sprintf("shmbus: bus %q: %s", b.Name(), fmt.Sprintf(limitName, size, limit))
 		if err.Error() != want {
 			t.Fatalf("%s: %q, want %q", what, err, want)
 		}
 	}
-	check("TrySend", p.TrySend(make([]byte, size), 0), size, b.MaxMessage(), "max message")
-	check("Send", p.Send(context.Background(), make([]byte, size), 0), size, b.MaxMessage(), "max message")
+	check("TrySend", p.TrySend(make([]byte, size), 0), size, b.MaxMessage(), "send: message of %d bytes exceeds the bus's max message of %d bytes")
+	check("Send", p.Send(context.Background(), make([]byte, size), 0), size, b.MaxMessage(), "send: message of %d bytes exceeds the bus's max message of %d bytes")
 	_, err = p.SendBatch(context.Background(), [][]byte{make([]byte, size)}, 0)
-	check("SendBatch", err, size, b.MaxMessage(), "max message")
+	check("SendBatch", err, size, b.MaxMessage(), "send: message of %d bytes exceeds the bus's max message of %d bytes")
 	_, err = p.Reserve(0, b.MaxRecordPayload()+1)
-	check("Reserve", err, b.MaxRecordPayload()+1, b.MaxRecordPayload(), "max record payload")
+	check("Reserve", err, b.MaxRecordPayload()+1, b.MaxRecordPayload(), "reserve: record of %d bytes exceeds one record's payload limit of %d bytes (MaxRecordPayload)")
 
 	for _, tc := range []struct {
 		priorities int

@@ -29,18 +29,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if role := os.Getenv(roleEnv); role != "" {
-		f, ok := roles[role]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
-			os.Exit(2)
-		}
-		if err := f(); err != nil {
-			fmt.Fprintf(os.Stderr, "role %s: %v\n", role, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testutil.RunRole(roleEnv, testutil.Table(roles))
 	onSemCreate = func(id int) {
 		semMu.Lock()
 		semCreated = append(semCreated, id)

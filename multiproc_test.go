@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,7 +42,7 @@ func roleProducer() error {
 		claims := 0
 		failpoint.AfterClaim.Set(func() {
 			if claims == dieAt {
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				unix.Kill(os.Getpid(), unix.SIGKILL)
 				time.Sleep(time.Hour) // SIGKILL arrives first
 			}
 			claims++

@@ -280,7 +280,7 @@ func (b *Bus) ReleaseDead() ([]PeerInfo, error) {
 		return nil
 	})
 	if err != nil {
-		return out, fmt.Errorf("bus %q: release dead peers: %w", b.name, err)
+		return out, busError(b.name, fmt.Errorf("release dead peers: %w", err))
 	}
 	return out, nil
 }

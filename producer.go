@@ -58,17 +58,17 @@ func (b *Bus) NewProducer() (*Producer, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus %q: new producer: %w", b.name, err)
+		return nil, busError(b.name, fmt.Errorf("new producer: %w", err))
 	}
 	return p, nil
 }
 
 func (p *Producer) lane(prio int) (*ring.Producer, error) {
 	if prio < 0 || prio >= len(p.lanes) {
-		return nil, fmt.Errorf("bus %q: %w: %d, %s", p.b.name, ErrPriority, prio, priorityRange(len(p.lanes)))
+		return nil, busError(p.b.name, fmt.Errorf("%w: %d, %s", ErrPriority, prio, priorityRange(len(p.lanes))))
 	}
 	if p.closed.Load() {
-		return nil, fmt.Errorf("bus %q: producer: %w", p.b.name, ErrClosed)
+		return nil, busError(p.b.name, fmt.Errorf("producer: %w", ErrClosed))
 	}
 	return p.lanes[prio], nil
 }
@@ -82,16 +82,33 @@ func priorityRange(n int) string {
 }
 
 // TooLargeError is a message refused for its size: it says which limit of
-// the bus it exceeds and both numbers. It wraps ErrTooLarge.
+// the bus it exceeds and both numbers. It wraps ErrTooLarge; the error a
+// call returns is an *Error naming the bus, wrapping this.
 type TooLargeError struct {
-	Bus   string // the bus's name
-	Size  int    // the message's length in bytes
-	Limit int    // the limit it exceeds, in bytes
-	What  string // which limit: "max message", ...
+	Bus   string        // the bus's name
+	Size  int           // the message's (or, for Reserve, the record's) length in bytes
+	Limit int           // the limit it exceeds, in bytes
+	Which TooLargeLimit // which limit
 }
 
+// TooLargeLimit says which limit a TooLargeError is about.
+type TooLargeLimit int
+
+const (
+	LimitMaxMessage TooLargeLimit = iota // the bus's MaxMessage: Send, TrySend, SendBatch
+	LimitRecord                          // one record's payload, MaxRecordPayload: Reserve
+)
+
 func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("bus %q: message of %d bytes exceeds the bus's %s of %d bytes", e.Bus, e.Size, e.What, e.Limit)
+	if e.Which == LimitRecord {
+		return fmt.Sprintf("reserve: record of %d bytes exceeds one record's payload limit of %d bytes (MaxRecordPayload)", e.Size, e.Limit)
+	}
+	return fmt.Sprintf("send: message of %d bytes exceeds the bus's max message of %d bytes", e.Size, e.Limit)
+}
+
+// tooLarge is the error of a message (or record) of size bytes over limit.
+func (p *Producer) tooLarge(size, limit int, which TooLargeLimit) error {
+	return busError(p.b.name, &TooLargeError{Bus: p.b.name, Size: size, Limit: limit, Which: which})
 }
 
 func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
@@ -123,7 +140,7 @@ func (p *Producer) send(ctx context.Context, msg []byte, prio int, failFast bool
 		return err
 	}
 	if len(msg) > p.b.MaxMessage() {
-		return &TooLargeError{Bus: p.b.name, Size: len(msg), Limit: p.b.MaxMessage(), What: "max message"}
+		return p.tooLarge(len(msg), p.b.MaxMessage(), LimitMaxMessage)
 	}
 	if err := p.b.enter(); err != nil {
 		return err
@@ -200,7 +217,7 @@ func (p *Producer) SendBatch(ctx context.Context, msgs [][]byte, prio int) (int,
 		for sent < len(msgs) {
 			if m := msgs[sent]; len(m) > l.MaxPayload() {
 				if len(m) > p.b.MaxMessage() {
-					return &TooLargeError{Bus: p.b.name, Size: len(m), Limit: p.b.MaxMessage(), What: "max message"}
+					return p.tooLarge(len(m), p.b.MaxMessage(), LimitMaxMessage)
 				}
 				if err := p.sendFragments(ctx, l, m, failFast); err != nil {
 					return err
@@ -236,7 +253,7 @@ func (p *Producer) Reserve(prio, n int) ([]byte, error) {
 		return nil, err
 	}
 	if n > l.MaxPayload() {
-		return nil, &TooLargeError{Bus: p.b.name, Size: n, Limit: l.MaxPayload(), What: "max record payload"}
+		return nil, p.tooLarge(n, l.MaxPayload(), LimitRecord)
 	}
 	if err := p.b.enter(); err != nil {
 		return nil, err
@@ -259,7 +276,7 @@ func (p *Producer) Abort() error { return p.each((*ring.Producer).Abort) }
 
 func (p *Producer) each(f func(*ring.Producer)) error {
 	if p.closed.Load() {
-		return fmt.Errorf("bus %q: producer: %w", p.b.name, ErrClosed)
+		return busError(p.b.name, fmt.Errorf("producer: %w", ErrClosed))
 	}
 	if err := p.b.enter(); err != nil {
 		return err
@@ -287,13 +304,13 @@ func (p *Producer) wrap(err error) error {
 	if err == nil {
 		return nil // before anything that could allocate: this is every Send
 	}
-	if _, ok := errors.AsType[*TooLargeError](err); ok {
-		return err
+	if _, ok := errors.AsType[*Error](err); ok {
+		return err // names the bus already (a *TooLargeError)
 	}
 	if err == ErrFull {
 		return p.b.errFull // made once: TrySend loops meet it constantly
 	}
-	return fmt.Errorf("bus %q: send: %w", p.b.name, err)
+	return busError(p.b.name, fmt.Errorf("send: %w", err))
 }
 
 // Close publishes anything reserved, adds the producer's statistics to the

@@ -65,24 +65,12 @@ var (
 	ErrDropped     = errors.New("message dropped") // Receive: a large message the consumer could not hold was skipped
 )
 
-// ShortBufferError says how large a buffer the next message needs; the
-// message stays on the bus.
-type ShortBufferError = ring.ShortBufferError
-
 // ProducerMode says how many producers a bus's lanes accept.
 type ProducerMode int
 
 const (
 	MultiProducer  ProducerMode = iota // MPSC lanes: any number of producers (the default)
 	SingleProducer                     // SPSC lanes: one producer at a time, wait-free
-)
-
-// WakeMode is how a sleeping peer is woken.
-type WakeMode = layout.WakeMode
-
-const (
-	WakeFutex = layout.WakeFutex // Linux futexes in the segment (default on Linux)
-	WakeSem   = layout.WakeSem   // a System V semaphore set made with the bus
 )
 
 // Defaults for Options.
@@ -200,9 +188,9 @@ func (o *Options) config() (layout.Config, error) {
 	if o.FailFast {
 		c.Flags |= layout.FlagFailFast
 	}
-	c.WakeMode = o.Wake
+	c.WakeMode = layout.WakeMode(o.Wake)
 	if c.WakeMode == 0 {
-		c.WakeMode = DefaultWake
+		c.WakeMode = layout.WakeMode(DefaultWake)
 	}
 	if err := checkWake(c.WakeMode); err != nil {
 		return c, err
@@ -223,7 +211,7 @@ func Create(name string, opts *Options) (*Bus, error) {
 func CreateContext(ctx context.Context, name string, opts *Options) (*Bus, error) {
 	b, err := create(ctx, name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("create bus %q: %w", name, err)
+		return nil, &Error{Op: "create", Kind: "bus", Name: name, Err: err}
 	}
 	return b, nil
 }
@@ -386,7 +374,7 @@ func create(ctx context.Context, name string, opts *Options) (_ *Bus, err error)
 func Open(name string, opts *OpenOptions) (*Bus, error) {
 	b, err := open(name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open bus %q: %w", name, err)
+		return nil, opError("open", "bus", name, err)
 	}
 	return b, nil
 }
@@ -414,7 +402,7 @@ func open(name string, opts *OpenOptions) (*Bus, error) {
 func OpenFile(name string, f *os.File, opts *OpenOptions) (*Bus, error) {
 	b, err := openFile(name, f, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open bus %q: %w", name, err)
+		return nil, opError("open", "bus", name, err)
 	}
 	return b, nil
 }
@@ -454,8 +442,8 @@ func attach(name string, m *segment.Mapping, h layout.Header, g layout.Geometry,
 	seg := m.Bytes()
 	b := &Bus{name: name, m: m, seg: seg, hdr: h, g: g, sems: set, drained: make(chan struct{}),
 		producers: map[*Producer]struct{}{},
-		errEmpty:  fmt.Errorf("bus %q: receive: %w", name, ErrEmpty),
-		errFull:   fmt.Errorf("bus %q: send: %w", name, ErrFull)}
+		errEmpty:  busError(name, fmt.Errorf("receive: %w", ErrEmpty)),
+		errFull:   busError(name, fmt.Errorf("send: %w", ErrFull))}
 	b.data = ring.NewDoorbell(seg, layout.OffDataSeq, b.sleeper(0),
 		layout.Word64(seg, layout.OffConsumerSleeps), layout.Word64(seg, layout.OffConsumerWakes))
 	for i := range g.Lanes {
@@ -495,10 +483,7 @@ func (b *Bus) MaxMessage() int { return int(b.hdr.MaxMessage) }
 func (b *Bus) MaxRecordPayload() int { return b.lanes[0].MaxPayload() }
 
 // WakeMode is how the bus's sleepers are woken.
-func (b *Bus) WakeMode() WakeMode { return b.hdr.WakeMode }
-
-// Header is the decoded header the bus was attached with.
-func (b *Bus) Header() layout.Header { return b.hdr }
+func (b *Bus) WakeMode() WakeMode { return WakeMode(b.hdr.WakeMode) }
 
 const closingBit = 1 << 62
 
@@ -518,7 +503,7 @@ func (b *Bus) exit() {
 	}
 }
 
-func (b *Bus) errClosed() error { return fmt.Errorf("bus %q: %w", b.name, ErrClosed) }
+func (b *Bus) errClosed() error { return busError(b.name, ErrClosed) }
 
 // Close detaches from the bus: every blocked call of this process returns
 // ErrClosed, the roles and peer slots this process holds are released, and
@@ -593,16 +578,16 @@ func (b *Bus) Remove() error {
 // removes it; the segment file is removed even then.
 func Remove(dir, name string) error {
 	if err := segment.ValidateName(name); err != nil {
-		return fmt.Errorf("remove bus %q: %w", name, err)
+		return opError("remove", "bus", name, err)
 	}
 	path := segment.Path(dir, name)
 	semErr := removeSems(path)
 	removeAsmFiles(path)
 	if err := segment.Remove(path); err != nil {
-		return fmt.Errorf("remove bus %q: %w", name, errors.Join(err, semErr))
+		return opError("remove", "bus", name, errors.Join(err, semErr))
 	}
 	if semErr != nil {
-		return fmt.Errorf("remove bus %q: %w", name, semErr)
+		return &Error{Op: "remove", Kind: "bus", Name: name, Err: semErr}
 	}
 	return nil
 }

@@ -6,13 +6,27 @@ import (
 
 	"github.com/shmbus/shmbus/internal/segment"
 	"github.com/shmbus/shmbus/layout"
-	"github.com/shmbus/shmbus/ring"
 )
 
 func osGetpid() int { return os.Getpid() }
 
 // LaneStats are the counters of one priority level.
-type LaneStats = ring.Stats
+type LaneStats struct {
+	Head, Tail        uint64 // release and claim positions
+	MsgsIn, BytesIn   uint64 // published by producers
+	MsgsOut, BytesOut uint64 // taken by the consumer
+	FullEvents        uint64 // claims that found the lane full
+	Recovered         uint64 // dead producers' claims padded by the consumer
+	SpaceSleeps       uint64 // producers' sleeps waiting for room
+	SpaceWakes        uint64 // rings of the space doorbell that woke somebody
+	DataWakes         uint64 // rings of the data doorbell after publishing here that woke the consumer
+	SpaceSleepersNow  int    // producers asleep waiting for room now
+	Capacity          uint64 // bytes of the lane
+}
+
+// Used is the number of ring bytes between head and tail (claimed or
+// published and not yet released).
+func (s LaneStats) Used() uint64 { return s.Tail - s.Head }
 
 // Stats is a snapshot of a bus's statistics, readable by any attached
 // process. Counters are added to the segment every 256 messages and when a
@@ -47,7 +61,7 @@ func (b *Bus) Stats() (Stats, error) {
 	var s Stats
 	err := segment.Guard(func() error {
 		for _, l := range b.lanes {
-			s.Lanes = append(s.Lanes, l.Stats())
+			s.Lanes = append(s.Lanes, LaneStats(l.Stats()))
 		}
 		s.ConsumerSleeps = layout.Word64(b.seg, layout.OffConsumerSleeps).Load()
 		s.ConsumerWakes = layout.Word64(b.seg, layout.OffConsumerWakes).Load()
@@ -59,7 +73,23 @@ func (b *Bus) Stats() (Stats, error) {
 }
 
 // LaneDepth is what waits in one lane, counted by walking its records.
-type LaneDepth = ring.Depth
+type LaneDepth struct {
+	Bytes    uint64 // ring bytes between head and tail: exact
+	Messages uint64 // complete messages published (whole records and last fragments)
+	// Unfinished counts messages whose fragments are in the lane but whose
+	// last fragment is not (yet): a large message being sent, or one whose
+	// producer gave up or died (the consumer drops it).
+	Unfinished int
+	// Unpublished is the ring bytes from the first claimed-but-unpublished
+	// record to the tail: producers writing, or dead ones not yet
+	// recovered. The walk cannot see past it, so Messages counts only what
+	// lies before.
+	Unpublished uint64
+	// Unreadable is set when the walk met a record it could not decode (the
+	// lane moved under it, or is damaged); the counts are of what came
+	// before.
+	Unreadable bool
+}
 
 // Waiting walks every lane (index = priority) between its release and
 // claim positions and counts the messages there: published and not yet
@@ -76,12 +106,12 @@ func (b *Bus) Waiting() ([]LaneDepth, error) {
 	var d []LaneDepth
 	err := segment.Guard(func() error {
 		for _, l := range b.lanes {
-			d = append(d, l.Depth())
+			d = append(d, LaneDepth(l.Depth()))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus %q: waiting: %w", b.name, err)
+		return nil, busError(b.name, fmt.Errorf("waiting: %w", err))
 	}
 	return d, nil
 }

@@ -188,16 +188,16 @@ func (w *StreamWriter) checkReader(wait bool) error {
 				w.lastCheck = time.Now()
 			}
 			if !w.haveReader && wait && int64(lane.Head-w.startTail) > 0 && (!ok || t.gone(m)) {
-				gone = fmt.Errorf("bus %q: %w: the stream was read, and its reader has left", b.name, ErrReaderGone)
+				gone = busError(b.name, fmt.Errorf("%w: the stream was read, and its reader has left", ErrReaderGone))
 			}
 			return nil
 		}
 		if !t.holdsConsumer(w.reader) {
-			gone = fmt.Errorf("bus %q: %w: the consumer role was given back", b.name, ErrReaderGone)
+			gone = busError(b.name, fmt.Errorf("%w: the consumer role was given back", ErrReaderGone))
 			return nil
 		}
 		if (wait || time.Since(w.lastCheck) >= streamCheck) && t.gone(w.reader) {
-			gone = fmt.Errorf("bus %q: %w: the consumer (pid %d) died", b.name, ErrReaderGone, w.reader.tag>>32)
+			gone = busError(b.name, fmt.Errorf("%w: the consumer (pid %d) died", ErrReaderGone, w.reader.tag>>32))
 		}
 		w.lastCheck = time.Now()
 		return nil
@@ -310,9 +310,9 @@ func (r *StreamReader) next() error {
 	case n == 1 && r.buf[0] == streamEnd:
 		r.eof = true
 	case n == 1 && r.buf[0] == streamAbort:
-		return fmt.Errorf("bus %q: %w", r.c.b.name, ErrStreamAborted)
+		return busError(r.c.b.name, ErrStreamAborted)
 	default:
-		return fmt.Errorf("bus %q: %w (%d bytes)", r.c.b.name, ErrNotStream, n)
+		return busError(r.c.b.name, fmt.Errorf("%w (%d bytes)", ErrNotStream, n))
 	}
 	return nil
 }
@@ -340,7 +340,7 @@ func (r *StreamReader) receive() (int, int, error) {
 			// It may have sent more before it went: take that first.
 			n, _, slot, err := r.c.receiveFrom(ctx, r.buf) // ctx is done: no wait
 			if (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) && r.ctx.Err() == nil {
-				return 0, 0, fmt.Errorf("bus %q: %w (writer pid %d)", r.c.b.name, ErrWriterGone, r.writer.tag>>32)
+				return 0, 0, busError(r.c.b.name, fmt.Errorf("%w (writer pid %d)", ErrWriterGone, r.writer.tag>>32))
 			}
 			return n, slot, err
 		}

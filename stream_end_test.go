@@ -6,9 +6,10 @@ import (
 	"errors"
 	"io"
 	"os"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -43,7 +44,7 @@ func streamWriterDies() error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	unix.Kill(os.Getpid(), unix.SIGKILL)
 	select {}
 }
 
@@ -64,7 +65,7 @@ func streamReaderLeaves() error {
 		return err
 	}
 	if os.Getenv("HOW") == "kill" {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		unix.Kill(os.Getpid(), unix.SIGKILL)
 	}
 	return b.Close()
 }

@@ -67,7 +67,7 @@ func (c *Consumer) checkNoHolds() error {
 	}
 	if c.held > 0 {
 		c.b.exit()
-		return fmt.Errorf("bus %q: receive: %w (%d)", c.b.name, ErrHeld, c.held)
+		return busError(c.b.name, fmt.Errorf("receive: %w (%d)", ErrHeld, c.held))
 	}
 	return nil
 }
@@ -165,7 +165,7 @@ func (c *Consumer) ReleaseThrough(prio int, pos uint64) error {
 	}
 	defer c.b.exit()
 	if prio < 0 || prio >= len(c.lanes) {
-		return fmt.Errorf("bus %q: release: %w: %d", c.b.name, ErrPriority, prio)
+		return busError(c.b.name, fmt.Errorf("release: %w: %d", ErrPriority, prio))
 	}
 	h := &c.holds[prio]
 	k := -1
@@ -176,7 +176,7 @@ func (c *Consumer) ReleaseThrough(prio int, pos uint64) error {
 		}
 	}
 	if k < 0 {
-		return fmt.Errorf("bus %q: release: no message taken at lane %d position %d", c.b.name, prio, pos)
+		return busError(c.b.name, fmt.Errorf("release: no message taken at lane %d position %d", prio, pos))
 	}
 	return c.wrap(segment.Guard(func() error {
 		// Move the rest down rather than reslicing: the backing array is

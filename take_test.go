@@ -9,9 +9,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func init() { roles["taker"] = roleTaker }
@@ -229,7 +230,7 @@ func TestTakeSurvivesKill(t *testing.T) {
 		id, _ := strconv.Atoi(f[0])
 		pos[id] = f[1] + " " + f[2]
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Process.Signal(unix.SIGKILL)
 	cmd.Wait()
 	if len(pos) != 8 { // the large message 7 holds the lane: 8 is not taken
 		t.Fatalf("child took %d messages, want 8: %v", len(pos), pos)

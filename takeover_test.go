@@ -9,9 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus/layout"
 )
@@ -248,11 +249,11 @@ func TestConsumerTakeoverMidReassembly(t *testing.T) {
 				time.Sleep(50 * time.Microsecond)
 				continue
 			}
-			first.Process.Signal(syscall.SIGSTOP)
+			first.Process.Signal(unix.SIGSTOP)
 			if len(asmFiles(b.Path())) != 0 {
 				break
 			}
-			first.Process.Signal(syscall.SIGCONT)
+			first.Process.Signal(unix.SIGCONT)
 		}
 		first.Process.Kill()
 		read(sc1, -1)

@@ -10,8 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"syscall"
+
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func init() { roles["take-and-die"] = takeAndDie }
@@ -34,7 +37,7 @@ func takeAndDie() error {
 			return err
 		}
 	}
-	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	unix.Kill(os.Getpid(), unix.SIGKILL)
 	select {}
 }
 
@@ -62,7 +65,7 @@ func TestWaitingAfterKilledConsumer(t *testing.T) {
 	cmd := child(t, "take-and-die", "BUS="+name, "COUNT="+strconv.Itoa(sent))
 	err = cmd.Run()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+	if !errors.As(err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != unix.SIGKILL {
 		t.Fatalf("child: %v, want killed by SIGKILL", err)
 	}
 

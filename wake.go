@@ -9,6 +9,8 @@ import (
 	"os"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/shmbus/shmbus/internal/segment"
 
 	"github.com/shmbus/shmbus/futex"
@@ -212,7 +214,7 @@ func (id fileIdentity) semKeyOf(key int32) bool {
 // the header of the file at path, without validating anything: hints, to
 // be checked with the kernel.
 func rawSemFields(path string) (id int32, cookie uint32, ok bool) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return 0, 0, false
 	}

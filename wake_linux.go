@@ -3,7 +3,7 @@ package shmbus
 import "github.com/shmbus/shmbus/layout"
 
 // DefaultWake is the wake mode of a bus created without one: futexes.
-const DefaultWake = layout.WakeFutex
+const DefaultWake = WakeFutex
 
 func checkWake(m layout.WakeMode) error {
 	if m != layout.WakeFutex && m != layout.WakeSem {

@@ -549,7 +549,7 @@ func (r *runner) startPeer(c *cell, role string, producer int) (*peer, error) {
 	cmd.Env = append(os.Environ(), childEnv+"="+string(js), "GORACE="+gorace)
 	cmd.ExtraFiles = append([]*os.File{ctlR, resW}, c.childFiles...)
 	cmd.Stderr = &limitedWriter{w: p.stderr, n: 4096}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
 	p.cmd = cmd
 	err = cmd.Start()
 	if err == nil {

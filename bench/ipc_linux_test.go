@@ -9,9 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // These tests check that every method carries verified traffic and that
@@ -417,7 +418,7 @@ func trackQueues(t *testing.T) {
 	})
 }
 
-func syscallKill(pid int) { syscall.Kill(pid, syscall.SIGKILL) }
+func syscallKill(pid int) { unix.Kill(pid, unix.SIGKILL) }
 
 // The memcpy reference's buffers: twice the last-level cache, within
 // [64 MiB, 512 MiB].

@@ -12,7 +12,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Two things a run can add around the methods: the memcpy reference (how
@@ -150,7 +153,7 @@ func (r *runner) startLoad(n int) (stop func(), err error) {
 		cmd := &exec.Cmd{Path: r.self, Args: []string{os.Args[0]}}
 		cmd.Env = append(os.Environ(), childEnv+"="+string(js))
 		cmd.ExtraFiles = []*os.File{ctlR}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
 		err = cmd.Start()
 		ctlR.Close()
 		if err != nil {

@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 )
@@ -115,7 +116,7 @@ func TestCorruptHeader(t *testing.T) {
 	link := filepath.Join(dir, "a-symlink")
 	os.Symlink(paths[0], link)
 	fifo := filepath.Join(dir, "a-fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing")

@@ -16,8 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/daemon"
@@ -116,7 +119,7 @@ func (d *testDaemon) create(t *testing.T, c *daemon.Client, m daemon.Create) *sh
 	t.Cleanup(func() { bus.Close() })
 	if bus.WakeMode() == shmbus.WakeSem {
 		semMu.Lock()
-		semIDs = append(semIDs, int(bus.Header().SemID))
+		semIDs = append(semIDs, bus.Config().SemID)
 		semMu.Unlock()
 	}
 	return bus
@@ -468,7 +471,7 @@ func (f *fakeConn) send(b []byte, files ...*os.File) {
 		for i, fl := range files {
 			fds[i] = int(fl.Fd())
 		}
-		oob = syscall.UnixRights(fds...)
+		oob = unix.UnixRights(fds...)
 	}
 	if _, _, err := f.c.WriteMsgUnix(b, oob, nil); err != nil {
 		f.t.Errorf("fake daemon: write: %v", err)

@@ -9,8 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 )
@@ -240,7 +243,7 @@ func stopAndKill(t *testing.T, c *cmdC) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	c.Process.Signal(syscall.SIGKILL)
+	c.Process.Signal(unix.SIGKILL)
 	<-c.done
 }
 
@@ -337,7 +340,7 @@ func TestCConsumerRecovers(t *testing.T) {
 						"SHMBUS_N="+strconv.Itoa(n), "SHMBUS_DIE_AT="+strconv.Itoa(stopAt))
 					err := cmd.Run()
 					var ee *exec.ExitError
-					if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+					if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != unix.SIGKILL {
 						t.Fatalf("go producer: %v, want death by SIGKILL", err)
 					}
 				} else {

@@ -34,13 +34,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if role := os.Getenv(roleEnv); role != "" {
-		if err := runRole(role); err != nil {
-			fmt.Fprintf(os.Stderr, "role %s: %v\n", role, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testutil.RunRole(roleEnv, runRole)
 	os.Exit(testMain(m))
 }
 
@@ -130,7 +124,7 @@ func newBus(t testing.TB, o shmbus.Options) (*shmbus.Bus, string) {
 	}
 	if bus.WakeMode() == shmbus.WakeSem {
 		semMu.Lock()
-		semIDs = append(semIDs, int(bus.Header().SemID))
+		semIDs = append(semIDs, bus.Config().SemID)
 		semMu.Unlock()
 	}
 	t.Cleanup(func() {

@@ -164,7 +164,7 @@ int shmbus_consumer_close(shmbus_consumer_t *c);
  * A daemon ERROR maps to the code of the same meaning (NOT_FOUND ->
  * SHMBUS_ERR_NOT_EXIST, PERMISSION -> SHMBUS_ERR_PERMISSION, ...) and
  * shmbus_last_error() keeps the daemon's message, e.g.
- * "no such bus: daemon NOT_FOUND: open bus \"x\": ...". Failures of the
+ * "no such bus: daemon NOT_FOUND: shmbus: open bus \"x\": no such bus". Failures of the
  * socket itself (no daemon listening, ...) are SHMBUS_ERR_SYS. */
 
 #define SHMBUS_DAEMON_TIMEOUT_MS 10000

@@ -8,11 +8,14 @@ import (
 	"hash/crc32"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/failpoint"
+
+	"github.com/shmbus/shmbus/internal/testutil"
 )
 
 // Test messages, made and checked exactly as tools/shmbus-c.c does: a
@@ -219,7 +222,7 @@ func goConsume(bus *shmbus.Bus, n int, ck *checker, perMsg time.Duration) error 
 // claiming the space of message SHMBUS_DIE_AT.
 func runRole(role string) error {
 	if role != "go-producer-die" {
-		return fmt.Errorf("unknown role")
+		return fmt.Errorf("%w %q", testutil.ErrUnknownRole, role)
 	}
 	bus, err := shmbus.Open(os.Getenv("SHMBUS_NAME"), nil)
 	if err != nil {
@@ -236,7 +239,7 @@ func runRole(role string) error {
 	claims := 0
 	failpoint.AfterClaim.Set(func() {
 		if claims == dieAt {
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			unix.Kill(os.Getpid(), unix.SIGKILL)
 			time.Sleep(time.Hour)
 		}
 		claims++

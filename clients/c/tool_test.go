@@ -4,9 +4,10 @@ import (
 	"errors"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 )
@@ -77,7 +78,7 @@ func TestToolConventions(t *testing.T) {
 	}
 	rx = startC(t, cBin, "recv", name, "-n", "0")
 	waitDrained(t, b) // recv took "three" (and catches SIGINT since before it attached)
-	rx.Process.Signal(syscall.SIGINT)
+	rx.Process.Signal(unix.SIGINT)
 	<-rx.done
 	var ee *exec.ExitError
 	if !errors.As(rx.err, &ee) || ee.ExitCode() != 130 || rx.out.String() != "three\n" ||

@@ -28,8 +28,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/testutil"
@@ -48,13 +51,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if role := os.Getenv(roleEnv); role != "" {
-		if err := runRole(role); err != nil {
-			fmt.Fprintf(os.Stderr, "role %s: %v\n", role, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testutil.RunRole(roleEnv, runRole)
 	os.Exit(runTests(m))
 }
 
@@ -75,7 +72,7 @@ func runTests(m *testing.M) int {
 // stdin closes (or the process is killed).
 func runRole(role string) error {
 	if role != "producer" {
-		return fmt.Errorf("unknown role")
+		return fmt.Errorf("%w %q", testutil.ErrUnknownRole, role)
 	}
 	bus, err := shmbus.Open(os.Getenv("SHMBUS_NAME"), &shmbus.OpenOptions{Dir: os.Getenv("SHMBUS_DIR")})
 	if err != nil {
@@ -218,12 +215,12 @@ func startDaemon(t *testing.T) *daemon {
 }
 
 func dialUnix(path string) (io.Closer, error) {
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), path)
-	if err := syscall.Connect(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -231,7 +228,7 @@ func dialUnix(path string) (io.Closer, error) {
 }
 
 func (d *daemon) stop(t *testing.T) {
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Process.Signal(unix.SIGTERM)
 	select {
 	case <-d.exited:
 	case <-time.After(10 * time.Second):
@@ -724,7 +721,7 @@ func TestPeerEvents(t *testing.T) {
 		t.Fatalf("producer process: %q, %v (%v)", line, err, child.ProcessState)
 	}
 	join = expect("JOIN", child.Process.Pid, -1)
-	child.Process.Signal(syscall.SIGKILL)
+	child.Process.Signal(unix.SIGKILL)
 	child.Wait()
 	expect("CRASH", child.Process.Pid, join.Slot)
 

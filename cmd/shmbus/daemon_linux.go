@@ -13,8 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/daemon"
@@ -198,7 +199,7 @@ func listenUnix(path string) (*net.UnixListener, error) {
 		l.SetUnlinkOnClose(false)
 		return l, nil
 	}
-	if !errors.Is(err, syscall.EADDRINUSE) {
+	if !errors.Is(err, unix.EADDRINUSE) {
 		return nil, fmt.Errorf("daemon: listen: %w", err)
 	}
 	if c, derr := net.DialUnix("unix", nil, addr); derr == nil {

@@ -17,8 +17,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/shmbus/shmbus"
@@ -69,7 +72,7 @@ func streamDieMain() {
 		fmt.Fprintln(os.Stderr, "streamdie:", err)
 		os.Exit(1)
 	}
-	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	unix.Kill(os.Getpid(), unix.SIGKILL)
 	select {}
 }
 
@@ -115,7 +118,7 @@ func takeDieMain() {
 		fmt.Fprintln(os.Stderr, "takedie:", err)
 		os.Exit(1)
 	}
-	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	unix.Kill(os.Getpid(), unix.SIGKILL)
 	select {}
 }
 
@@ -233,7 +236,7 @@ func exitcodeMain() {
 		fail("bad exit status %q", os.Args[1])
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sigs, os.Interrupt, unix.SIGTERM)
 	var stderr bytes.Buffer
 	cmd := exec.Command(os.Args[2], os.Args[3:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, &stderr

@@ -163,7 +163,7 @@ func (r *receiver) run(ctx context.Context, stream bool) error {
 		}
 		return fmt.Errorf("recv from bus %q: %w: received %d%s message(s)", r.name, ctxError(err, r.timeout), got, want)
 	}
-	return fmt.Errorf("%s: %w (after %d message(s))", onBus("recv", "from", r.name, err), err, got)
+	return onBus("recv", "from", r.name, err, fmt.Sprintf(" (after %d message(s))", got))
 }
 
 // recvOutput writes batches of messages handed over by Consumer.Deliver in
@@ -219,7 +219,7 @@ func (r *receiver) stream(ctx context.Context, c *shmbus.Consumer) error {
 	n, err := io.Copy(newVecWriter(r.a.stdout), shmbus.NewStreamReader(ctx, c))
 	if err != nil {
 		err = streamError(ctx, err, r.timeout)
-		return fmt.Errorf("%s: %w (after %d bytes)", onBus("recv stream", "from", r.name, err), err, n)
+		return onBus("recv stream", "from", r.name, err, fmt.Sprintf(" (after %d bytes)", n))
 	}
 	return nil
 }

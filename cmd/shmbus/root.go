@@ -8,10 +8,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/spf13/cobra"
@@ -102,15 +102,25 @@ func exitStatus(err error, started bool) int {
 	return exitFailure
 }
 
-// onBus is the start of an error message about the bus name: "verb" if
-// err (from the library, whose errors name their bus) names it already,
-// else "verb prep bus NAME".
-func onBus(verb, prep, name string, err error) string {
-	if strings.Contains(err.Error(), strconv.Quote(name)) {
-		return verb
+// onBus is err of verb ("recv", "send stream") on the bus called name, with
+// note after it. An error of the library that names the bus already (an
+// *shmbus.Error) is kept as it is, with note added; any other is put after
+// "verb prep bus NAME".
+func onBus(verb, prep, name string, err error, note string) error {
+	if e, ok := errors.AsType[*shmbus.Error](err); ok && e.Kind == "bus" && e.Name == name {
+		return &notedError{err: err, note: note}
 	}
-	return fmt.Sprintf("%s %s bus %q", verb, prep, name)
+	return fmt.Errorf("%s %s bus %q: %w%s", verb, prep, name, err, note)
 }
+
+// notedError is err with a note after its text.
+type notedError struct {
+	err  error
+	note string
+}
+
+func (e *notedError) Error() string { return e.err.Error() + e.note }
+func (e *notedError) Unwrap() error { return e.err }
 
 // writeJSON writes v as one line of compact JSON: the form of every --json
 // output (one object per line, so that a stream of them reads as JSON
@@ -124,9 +134,24 @@ func writeJSON(w io.Writer, v any) error {
 	return err
 }
 
-// errorLine is the one line printed for err on stderr.
+// errorLine is the one line printed for err on stderr: "shmbus: ...". An
+// error of the library (an *shmbus.Error or *shmbus.CheckError, perhaps
+// with a note after it) has that prefix already.
 func errorLine(err error) string {
-	return "shmbus: " + strings.Join(strings.Fields(err.Error()), " ")
+	line := strings.Join(strings.Fields(err.Error()), " ")
+	head := err
+	for {
+		n, ok := head.(*notedError)
+		if !ok {
+			break
+		}
+		head = n.err
+	}
+	switch head.(type) {
+	case *shmbus.Error, *shmbus.CheckError:
+		return line
+	}
+	return "shmbus: " + line
 }
 
 // app is one invocation of the command: its streams and global flags.
@@ -140,7 +165,7 @@ type app struct {
 // run runs the command line args (without the program name) and returns
 // the exit status. main and the tests call it.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
 	defer stop()
 
 	started := false

@@ -245,7 +245,7 @@ func (s *sender) stream(ctx context.Context, in io.Reader) error {
 			w.Abort(time.Second)
 		}
 		err = streamError(ctx, err, s.timeout)
-		return fmt.Errorf("%s: %w (after %d bytes of stdin)", onBus("send stream", "to", s.name, err), err, n)
+		return onBus("send stream", "to", s.name, err, fmt.Sprintf(" (after %d bytes of stdin)", n))
 	}
 	return nil
 }

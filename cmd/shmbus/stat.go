@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/shmbus/shmbus"
-	"github.com/shmbus/shmbus/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -162,21 +160,21 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := bus.Header()
+	cfg := bus.Config()
 	s := &busStat{
 		Name:             bus.Name(),
 		Path:             bus.Path(),
-		Size:             h.TotalSize,
-		FormatVersion:    h.Version,
-		Priorities:       bus.Priorities(),
-		MaxRecordPayload: bus.MaxRecordPayload(),
-		MaxMessage:       bus.MaxMessage(),
-		Producers:        "single",
-		FailFast:         h.Flags&layout.FlagFailFast != 0,
-		Wake:             bus.WakeMode().String(),
-		PeerSlots:        h.PeerSlots,
-		Created:          time.Unix(0, h.CreatedNano),
-		CreatorPID:       h.CreatorPID,
+		Size:             uint64(cfg.Size),
+		FormatVersion:    uint32(cfg.FormatVersion),
+		Priorities:       cfg.Priorities,
+		MaxRecordPayload: cfg.MaxRecordPayload,
+		MaxMessage:       cfg.MaxMessage,
+		Producers:        cfg.Producers.String(),
+		FailFast:         cfg.FailFast,
+		Wake:             cfg.Wake.String(),
+		PeerSlots:        uint32(cfg.PeerSlots),
+		Created:          cfg.Created,
+		CreatorPID:       uint32(cfg.CreatorPID),
 		ConsumerSleeps:   st.ConsumerSleeps,
 		ConsumerWakes:    st.ConsumerWakes,
 		Dropped:          st.Dropped,
@@ -184,19 +182,14 @@ func statBus(bus *shmbus.Bus) (*busStat, error) {
 		Lanes:            []laneStat{},
 		Peers:            []peerStat{},
 	}
-	if h.Flags&layout.FlagMultiProducer != 0 {
-		s.Producers = "multi"
-	}
-	if bus.WakeMode() == shmbus.WakeSem {
-		id := h.SemID
+	if cfg.Wake == shmbus.WakeSem {
+		id := int32(cfg.SemID)
 		s.SemID = &id
 	}
-	if len(h.Lanes) > 0 {
-		s.LaneCapacity = h.Lanes[0].Capacity
-		s.RecordLimit = h.Lanes[0].RecordLimit
-	}
-	if fi, err := os.Stat(bus.Path()); err == nil {
-		s.Mode = fmt.Sprintf("%04o", fi.Mode().Perm())
+	s.LaneCapacity = uint64(cfg.LaneCapacity)
+	s.RecordLimit = uint32(cfg.RecordLimit)
+	if cfg.Mode != 0 {
+		s.Mode = fmt.Sprintf("%04o", cfg.Mode)
 	}
 	for i, l := range st.Lanes {
 		ls := laneStat{

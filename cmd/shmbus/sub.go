@@ -192,7 +192,7 @@ func (a *app) subscribe(ctx context.Context, name, subName string, sf *subFlags)
 		}
 		return fmt.Errorf("sub to bus %q: %w: received %d%s", name, ctxError(err, sf.timeout), got, want)
 	}
-	return fmt.Errorf("%s: %w (after %d message(s))", onBus("sub", "to", name, err), err, got)
+	return onBus("sub", "to", name, err, fmt.Sprintf(" (after %d message(s))", got))
 }
 
 // jsonEvent is one peer event in --format json.
@@ -287,7 +287,7 @@ waits for room as send does, up to --timeout (exit status 3).`,
 				err := p.Send(ctx, []byte(ev), prio)
 				cancel()
 				if err != nil {
-					return fmt.Errorf("%s: %w (after %d event(s))", onBus("notify", "on", args[0], err), ctxError(err, timeout), i)
+					return onBus("notify", "on", args[0], ctxError(err, timeout), fmt.Sprintf(" (after %d event(s))", i))
 				}
 			}
 			return p.Close()

@@ -6,9 +6,10 @@ import (
 	"crypto/rand"
 	"fmt"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -228,7 +229,7 @@ func TestBridgeKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, time.Minute, "progress", func() bool { return stored() > uint64((k+1)*n/(kills+1)) })
-		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Process.Signal(unix.SIGKILL)
 		cmd.Wait()
 	}
 	cmd := childBridgeCmd(t, ns, routes...)
@@ -239,7 +240,7 @@ func TestBridgeKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-got
-	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(unix.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("bridge after SIGTERM: %v", err)
 	}

@@ -13,14 +13,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shmbus/shmbus"
+
+	"github.com/shmbus/shmbus/internal/testutil"
 )
 
 // The test binary doubles as a bridge process: with SHMBUS_TEST_ROLE=bridge
@@ -29,20 +32,7 @@ import (
 const roleEnv = "SHMBUS_TEST_ROLE"
 
 func TestMain(m *testing.M) {
-	switch os.Getenv(roleEnv) {
-	case "bridge":
-		if err := childBridge(); err != nil {
-			fmt.Fprintln(os.Stderr, "bridge:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	case "natsserver":
-		if err := childServer(); err != nil {
-			fmt.Fprintln(os.Stderr, "nats-server:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testutil.RunRole(roleEnv, testutil.Table(map[string]func() error{"bridge": childBridge, "natsserver": childServer}))
 	dir, err := os.MkdirTemp("", "shmbus-bridge-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -57,7 +47,7 @@ func TestMain(m *testing.M) {
 // childBridge runs the routes in SHMBUS_ROUTES (separated by spaces)
 // against SHMBUS_NATS.
 func childBridge() error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM)
 	defer stop()
 	cfg := Config{Server: os.Getenv("SHMBUS_NATS"), AckWait: 2 * time.Second, AckTimeout: 2 * time.Second}
 	for _, s := range strings.Fields(os.Getenv("SHMBUS_ROUTES")) {
@@ -96,7 +86,7 @@ func childServer() error {
 	}
 	fmt.Println("ready")
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
+	signal.Notify(sig, unix.SIGTERM)
 	<-sig
 	s.Shutdown()
 	s.WaitForShutdown()

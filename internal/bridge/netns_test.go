@@ -6,9 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 )
@@ -75,7 +76,7 @@ func TestAcrossNamespaces(t *testing.T) {
 	}
 	stopAll := func(cmds ...*exec.Cmd) {
 		for _, c := range cmds {
-			c.Process.Signal(syscall.SIGTERM)
+			c.Process.Signal(unix.SIGTERM)
 			c.Wait()
 		}
 	}

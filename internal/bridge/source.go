@@ -57,7 +57,7 @@ func openBusSource(ctx context.Context, dir, name string) (*busSource, error) {
 func (s *busSource) Name() string { return s.bus.Name() }
 
 func (s *busSource) Identity() string {
-	return fmt.Sprintf("%s.%x", s.bus.Name(), s.bus.Header().CreatedNano)
+	return fmt.Sprintf("%s.%x", s.bus.Name(), s.bus.Config().Created.UnixNano())
 }
 
 func (s *busSource) Priorities() int { return s.bus.Priorities() }

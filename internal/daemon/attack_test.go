@@ -17,9 +17,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // buildShmbus builds cmd/shmbus, without the race detector even when this
@@ -256,7 +257,7 @@ func TestMemoryAttack(t *testing.T) {
 	if err := good.Remove("good"); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(unix.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("daemon exit: %v", err)
 	}

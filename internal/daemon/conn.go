@@ -443,18 +443,18 @@ func (c *conn) doOpen(p []byte) (uint16, []byte, *os.File, error) {
 // busReply describes e and, with wantFD, passes its descriptor and starts
 // the client's lease on it.
 func (c *conn) busReply(e *entry, wantFD bool) (uint16, []byte, *os.File, error) {
-	h := e.bus.Header()
+	cfg := e.bus.Config()
 	st, err := fileStat(e.bus)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("bus %q: %w", e.name, err)
 	}
-	info := BusInfo{Name: e.name, Kind: KindFile, Wake: uint8(h.WakeMode), Priorities: uint16(e.bus.Priorities()),
-		Mode: uint16(st.Mode & 0o777), UID: st.Uid, GID: st.Gid, Size: h.TotalSize, MaxMessage: h.MaxMessage,
-		MaxRecord: uint32(e.bus.MaxRecordPayload())}
+	info := BusInfo{Name: e.name, Kind: KindFile, Wake: uint8(cfg.Wake), Priorities: uint16(cfg.Priorities),
+		Mode: uint16(st.Mode & 0o777), UID: st.Uid, GID: st.Gid, Size: uint64(cfg.Size), MaxMessage: uint64(cfg.MaxMessage),
+		MaxRecord: uint32(cfg.MaxRecordPayload)}
 	if e.memfd {
 		info.Kind = KindMemfd
 	}
-	if h.Flags&1 == 0 { // layout.FlagMultiProducer
+	if cfg.Producers == shmbus.SingleProducer {
 		info.Producers = 1
 	}
 	if !wantFD {

@@ -56,7 +56,7 @@ func peerCreds(c *net.UnixConn) (creds, error) {
 func peerGroups(fd int) []uint32 {
 	buf := make([]byte, 4*256)
 	n := uint32(len(buf))
-	_, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
 		uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
 	if e != 0 || n > uint32(len(buf)) {
 		return nil

@@ -124,7 +124,7 @@ func roleTruncateMemfd() error {
 		return err
 	}
 	name := func(err error) string {
-		var e syscall.Errno
+		var e unix.Errno
 		if errors.As(err, &e) {
 			return unix.ErrnoName(e)
 		}

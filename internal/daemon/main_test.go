@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/shmbus/shmbus/internal/testutil"
 )
 
 // The test binary doubles as the client processes of the tests: TestMain
@@ -21,18 +23,7 @@ const roleEnv = "DAEMON_TEST_ROLE"
 var roles = map[string]func() error{}
 
 func TestMain(m *testing.M) {
-	if role := os.Getenv(roleEnv); role != "" {
-		f, ok := roles[role]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
-			os.Exit(2)
-		}
-		if err := f(); err != nil {
-			fmt.Fprintf(os.Stderr, "role %s: %v\n", role, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testutil.RunRole(roleEnv, testutil.Table(roles))
 	os.Exit(m.Run())
 }
 

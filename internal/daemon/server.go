@@ -25,8 +25,9 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus"
 	"github.com/shmbus/shmbus/internal/segment"
@@ -158,8 +159,8 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			if ctx.Err() != nil {
 				break
 			}
-			if errors.Is(aerr, syscall.EMFILE) || errors.Is(aerr, syscall.ENFILE) ||
-				errors.Is(aerr, syscall.ENOBUFS) || errors.Is(aerr, syscall.ENOMEM) || errors.Is(aerr, syscall.ECONNABORTED) {
+			if errors.Is(aerr, unix.EMFILE) || errors.Is(aerr, unix.ENFILE) ||
+				errors.Is(aerr, unix.ENOBUFS) || errors.Is(aerr, unix.ENOMEM) || errors.Is(aerr, unix.ECONNABORTED) {
 				// Out of descriptors or memory for now: wait for
 				// connections to close rather than stop serving.
 				pause = min(max(2*pause, 5*time.Millisecond), time.Second)

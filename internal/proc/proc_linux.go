@@ -7,7 +7,8 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 func readStat(pid int) (stat, error) {
@@ -16,7 +17,7 @@ func readStat(pid int) (stat, error) {
 		// With /proc mounted hidepid=1 or 2, another user's live process
 		// is missing from it: only the kernel's ESRCH for kill(pid, 0)
 		// proves there is no such process.
-		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)) && syscall.Kill(pid, 0) == syscall.ESRCH {
+		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH)) && unix.Kill(pid, 0) == unix.ESRCH {
 			return stat{}, fmt.Errorf("read stat of pid %d: %w: %w", pid, ErrNoProcess, err)
 		}
 		return stat{}, fmt.Errorf("read stat of pid %d: %w", pid, err)

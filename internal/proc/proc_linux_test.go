@@ -6,9 +6,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const childEnv = "SHMBUS_PROC_TEST_CHILD"
@@ -112,7 +113,7 @@ func TestKilledChildIsDead(t *testing.T) {
 	if s := Check(id); s != Alive {
 		t.Fatalf("Check(running child) = %v, want alive", s)
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	// Not reaped yet: the child becomes a zombie, which must count as dead.

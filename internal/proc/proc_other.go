@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Without /proc, identities carry no start time: pid reuse cannot be detected here.
@@ -23,10 +24,10 @@ func Lookup(pid int) (Identity, error) {
 	if pid <= 0 {
 		return Identity{}, fmt.Errorf("proc: invalid pid %d: %w", pid, ErrNoProcess)
 	}
-	switch err := syscall.Kill(pid, 0); {
-	case err == nil, errors.Is(err, syscall.EPERM):
+	switch err := unix.Kill(pid, 0); {
+	case err == nil, errors.Is(err, unix.EPERM):
 		return Identity{PID: pid}, nil
-	case errors.Is(err, syscall.ESRCH):
+	case errors.Is(err, unix.ESRCH):
 		return Identity{}, fmt.Errorf("kill(%d, 0): %w: %w", pid, ErrNoProcess, err)
 	default:
 		return Identity{}, fmt.Errorf("kill(%d, 0): %w", pid, err)
@@ -40,10 +41,10 @@ func Check(id Identity) State {
 	if id.PID <= 0 {
 		return Unknown
 	}
-	switch err := syscall.Kill(id.PID, 0); {
-	case err == nil, errors.Is(err, syscall.EPERM):
+	switch err := unix.Kill(id.PID, 0); {
+	case err == nil, errors.Is(err, unix.EPERM):
 		return Alive
-	case errors.Is(err, syscall.ESRCH):
+	case errors.Is(err, unix.ESRCH):
 		return Dead
 	default:
 		return Unknown

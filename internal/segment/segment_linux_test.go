@@ -45,7 +45,7 @@ func TestCreateNoSpace(t *testing.T) {
 		m.Close()
 		t.Fatal("Create of 1 MiB on a 64 KiB tmpfs succeeded")
 	}
-	if !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
+	if !errors.Is(err, ErrNoSpace) || !errors.Is(err, unix.ENOSPC) {
 		t.Errorf("Create: %v, want ErrNoSpace", err)
 	}
 	t.Logf("error: %v", err)

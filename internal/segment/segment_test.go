@@ -13,9 +13,10 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmbus/shmbus/layout"
 )
@@ -128,8 +129,8 @@ func TestDirAndPath(t *testing.T) {
 
 func TestCreateModeIgnoresUmask(t *testing.T) {
 	dir := t.TempDir()
-	old := syscall.Umask(0o077)
-	defer syscall.Umask(old)
+	old := unix.Umask(0o077)
+	defer unix.Umask(old)
 	for _, tc := range []struct {
 		mode, want os.FileMode
 	}{{0o644, 0o644}, {0o666, 0o666}, {0, 0o600}, {0o640, 0o640}} {
@@ -536,7 +537,7 @@ func TestOpenNotRegular(t *testing.T) {
 	}
 
 	fifo := filepath.Join(dir, Prefix+"fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, _, err := Open(fifo, 10*time.Millisecond); !errors.Is(err, ErrNotRegular) {
@@ -713,7 +714,7 @@ func TestList(t *testing.T) {
 	if err := os.Symlink(Path(dir, "alpha"), filepath.Join(dir, "shmbus.link")); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Mkfifo(filepath.Join(dir, "shmbus.fifo"), 0o600); err != nil {
+	if err := unix.Mkfifo(filepath.Join(dir, "shmbus.fifo"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []string{"", dir} {

@@ -1,4 +1,5 @@
-// Package testutil holds what several packages' tests need alike: checks
+// Package testutil holds what several packages' tests need alike: the
+// child-process role dispatch of TestMain (RunRole), checks
 // that a test run left no segment files or System V semaphore sets behind,
 // and a buffer a child process writes while the test reads it. Only tests
 // import it.
