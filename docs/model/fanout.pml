@@ -70,7 +70,8 @@
  *    then a producer may wait for ever, but only behind it (Monitor).
  *
  * Configuration:
- *  NP, NM, CAP    producers, messages each, lane units (default 1, 4, 2)
+ *  NP, NM, CAP    producers, messages each, lane units (default 1, 4, 2);
+ *                 NM1: messages of producer 1 (default NM)
  *  S0LOSSY        S0 is lossy (default: blocking)
  *  S1LOSSY        S1 is lossy (default: blocking)
  *  S1LATE         S1 registers while the producers run (default: at start)
@@ -86,6 +87,10 @@
  * Deliberately broken (each must fail):
  *  NO_RELOAD      the lock holder unlocks without reloading the minimum
  *                 (step 5): a producer that failed the lock sleeps for ever
+ *  REG_PLAIN_UNLOCK registration unlocks without step 5 (the protocol as
+ *                 written only puts step 5 in Clean): a producer that
+ *                 failed the lock while a subscriber registered sleeps
+ *                 for ever
  *  REG_NO_LOCK    registration without the clean lock: a cleaner misses
  *                 the new blocking subscriber
  *  NO_POSTCHECK   the lossy reader does not re-load releasing after its
@@ -110,7 +115,15 @@
 #ifndef CAP
 #define CAP 2
 #endif
-#define NMT (NP * NM)          /* positions 0 .. NMT-1: one message each */
+#ifndef NM1
+#define NM1 NM                 /* messages of producer 1 */
+#endif
+#if NP == 2
+#define NMT (NM + NM1)         /* positions 0 .. NMT-1: one message each */
+#else
+#define NMT NM
+#endif
+#define NMP(p) ((p) == 0 -> NM : NM1)
 #define NSUB 2
 #define NPEER (NP + NSUB)      /* peer slots: producers, then subscribers */
 #define SPEER(s) (NP + (s))
@@ -155,18 +168,29 @@ bool pwait[NP];                /* producer waiting for room */
 bool pdone[NP];
 
 #define MSG(p, k) ((p) * 8 + (k) + 1)
+/* Every producer finished or died: a subscriber at tail is at the end. */
+#define PFIN(p) (pdone[p] || dead[p])
+#define ALLFIN (PFIN(0) && PFIN(NP - 1))
 #define LAPOK(c, h) ((c) >= (h) && (c) - (h) < CAP)   /* Go: c - h < C, unsigned */
 #define BLOCKING(s) (sstate[s] == 1 && !lossy[s])
 #define RINGSPACE woken[0] = 1; woken[NP - 1] = 1
 /* The producer's poll finds something to do for a dead peer. */
 #define DEADSUB(s) (BLOCKING(s) && eph[s] && dead[SPEER(s)])
 #define DEADWORK (DEADSUB(0) || DEADSUB(1) || (cleaner != 0 && dead[cleaner - 1]))
+/* No blocking subscription and the oldest record is published: the
+ * producer can reclaim it.  Nobody rings the space doorbell for that
+ * (commits ring the data doorbell): the producer's poll must look. */
+#ifdef RECLAIM_SPACE_ONLY
+#define RECLAIMABLE 0
+#else
+#define RECLAIMABLE (!BLOCKING(0) && !BLOCKING(1) && head < tail && lenw[head % CAP] != 0)
+#endif
 
 /* A process may die here (candie), or, for a durable subscription, its
  * holder may die and be taken over by a new one (restartok). */
 #define MAYDIE \
 	if \
-	:: candie && !dead[me] -> dead[me] = 1; goto died \
+	:: candie -> dead[me] = 1; goto died \
 	:: restartok && !retaken -> goto restart \
 	:: true \
 	fi
@@ -303,6 +327,12 @@ registered:
 unlock:
 	/* 5. unlock, then reload the minimum: moved past head -> again */
 	atomic { cleaner = 0; tg = 255; nb = 0; u = 0; x = 0; cw = 0 }
+#ifdef REG_PLAIN_UNLOCK
+	if
+	:: what == 1 -> goto unlocked          /* registration: just unlock */
+	:: else
+	fi;
+#endif
 #ifndef NO_RELOAD
 	do
 	:: u == NSUB -> break
@@ -342,7 +372,7 @@ proctype Producer(byte me)
 
 	hc = head;
 	do
-	:: k == NM -> break
+	:: k == NMP(me) -> break
 	:: else ->
 claim:
 		t = tail;                              /* claimSpan */
@@ -387,7 +417,7 @@ waitroom:
 #ifdef DURABLE_STUCK
 end_wait:
 #endif
-		atomic { woken[me] || DEADWORK };       /* sleep: a ring, or the poll */
+		atomic { woken[me] || DEADWORK || RECLAIMABLE };   /* sleep: a ring, or the poll */
 		/* the poll: remove ephemeral subscriptions whose holder is dead */
 		u = 0;
 		do
@@ -438,7 +468,7 @@ restart:
 proctype Sub(byte s; bool late)
 {
 	byte c, mc, got, h, n, v, r, m, s1, s2;
-	byte ok, cw, x, u, tg, nb, what;
+	byte ok, cw, x, u, tg, nb, what, ret;
 	byte me = SPEER(s);
 	bool candie = (DIES_LOCKED && s == 1), restartok = (RESTARTS && s == 1), retaken;
 
@@ -448,13 +478,14 @@ proctype Sub(byte s; bool late)
 		START;
 		d_step { cur[s] = c; got = c; sstate[s] = 1 }
 #else
-		what = 1;
-		lockclean(what, 0, s);
+		what = 1; ret = 0;
+		goto dolock
 #endif
 		skip
 	:: else ->
 		d_step { c = cur[s]; mc = c; got = c }
 	fi;
+registered_sub:
 	candie = (DIES_ANYWHERE && s == 1);
 	if
 	:: lossy[s] -> goto lossyread
@@ -464,12 +495,12 @@ proctype Sub(byte s; bool late)
 	/* A blocking subscriber reads in place; release = one cursor store. */
 bread:
 	if
-	:: c == NMT -> goto fin
+	:: c == NMT || (ALLFIN && c == tail) -> goto fin
 	:: else
 	fi;
 	MAYDIE;
 #ifndef NO_LAP_CHECK
-	h = head;
+	atomic { h = head; assert(h <= c) }            /* head never passes a blocking cursor */
 #else
 	h = c;
 #endif
@@ -490,7 +521,7 @@ bread:
 #ifdef DURABLE_STUCK
 end_bwait:
 #endif
-		atomic { LAPOK(c, head) && lenw[c % CAP] != 0 }   /* data doorbell */
+		atomic { (LAPOK(c, head) && lenw[c % CAP] != 0) || (ALLFIN && c == tail) }   /* data doorbell */
 	fi;
 	goto bread;
 
@@ -503,7 +534,7 @@ restart:
 	/* A lossy subscriber: not in the minimum; it checks releasing. */
 lossyread:
 	if
-	:: c >= NMT -> goto fin
+	:: c >= NMT || (ALLFIN && c == tail) -> goto fin
 	:: else
 	fi;
 	r = releasing;
@@ -523,7 +554,7 @@ lossyread:
 #ifdef DURABLE_STUCK
 end_lwait:
 #endif
-		atomic { (LAPOK(c, head) && lenw[c % CAP] != 0) || releasing > c };
+		atomic { (LAPOK(c, head) && lenw[c % CAP] != 0) || releasing > c || (ALLFIN && c == tail) };
 		goto lossyread
 	:: else
 	fi;
@@ -550,7 +581,17 @@ lagged:
 #ifdef DURABLE_STUCK
 end_lseq:
 #endif
+#ifdef LOSSY_WAITS
 		atomic { !(cseq & 1) };
+#else
+		/* Open: wait for the cleaner; if it is provably dead, take its
+		 * lock over, which finishes its release and closes the seqlock. */
+		if
+		:: atomic { !(cseq & 1) }
+		:: atomic { cleaner != 0 && dead[cleaner - 1] } ->
+			d_step { what = 0; ret = 1; r = 0; s1 = 0 }; goto dolock
+		fi;
+#endif
 		goto lagged
 	:: else
 	fi;
@@ -568,6 +609,14 @@ end_lseq:
 		r = 0; m = 0; s1 = 0; s2 = 0; h = 0; n = 0; v = 0
 	}
 	goto lossyread;
+	/* The subscriber's one use of the clean lock: to register (ret 0),
+	 * or to take a dead cleaner's lock over (ret 1). */
+dolock:
+	lockclean(what, 0, s);
+	if
+	:: ret == 0 -> goto registered_sub
+	:: else -> goto lagged
+	fi;
 fin:
 	skip;
 died:
