@@ -586,7 +586,7 @@ end_lseq:
 #else
 		/* Open: wait for the cleaner; if it is provably dead, take its
 		 * lock over, which finishes its release and closes the seqlock. */
-		if
+		if                     /* lossy: wait for an even cleanSeq */
 		:: atomic { !(cseq & 1) }
 		:: atomic { cleaner != 0 && dead[cleaner - 1] } ->
 			d_step { what = 0; ret = 1; r = 0; s1 = 0 }; goto dolock
