@@ -101,6 +101,13 @@
  *  LATEST_AT_TAIL a late lossy subscriber starts at tail with the message
  *                 count of the published records only (the protocol as
  *                 written): its ErrLagged count is wrong
+ *  LOSSY_WAITS    a lossy reader that finds cleanSeq odd only waits for it
+ *                 to become even (the protocol as written): if the cleaner
+ *                 died in the seqlock and no producer needs room, for ever
+ *  RECLAIM_SPACE_ONLY  with no blocking subscription, a producer that could
+ *                 not reclaim (the oldest record unpublished) sleeps on the
+ *                 space doorbell only (the protocol as written): nobody
+ *                 rings it when that record is published
  *  NO_SEQ_REPAIR  taking over a dead cleaner's lock does not close a
  *                 seqlock it left open (the protocol as written): lossy
  *                 readers wait for ever
