@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/model/check.sh -- model-check the shmbus protocol models with spin.
 #
-# Runs every configuration of ring.pml, doorbell.pml and board.pml in a temporary
+# Runs every configuration of ring.pml, doorbell.pml, board.pml and fanout.pml in a temporary
 # directory (nothing is written to the repository) and checks each result
 # against what is expected:
 #
@@ -238,6 +238,47 @@ run board-RING_FIRST        board.pml safety "fail:$boardlost" -DNR=0 -DRING_FIR
 # Documented limit (semantics.md, Boards): the last writer killed between
 # publishing and ringing; only the backstop wakes the watcher.
 run board-limit-death       board.pml safety "fail:$boardlost" -DNR=0 -DMAXDEAD=1
+
+section "== fanout.pml: fan-out subscriptions, clean lock, lossy seqlock, registration, deaths"
+# The protocol with the fixes of README.md section 1b: every property holds.
+# One producer, 4 messages, 2 units, unless NP/NM/NM1/CAP say otherwise.
+fo2p='-DNP=2 -DNM=2 -DNM1=1'
+fowait='Producer:atomic { woken[me] || DEADWORK || RECLAIMABLE };'   # a producer asleep for room
+run fo-blocking             fanout.pml safety pass
+run fo-blocking-5           fanout.pml safety pass -DNM=5
+run fo-lossy                fanout.pml safety pass -DS0LOSSY
+run fo-lossy-cap3           fanout.pml safety pass -DS0LOSSY -DCAP=3 -DNM=5
+run fo-2lossy               fanout.pml safety pass -DS0LOSSY -DS1LOSSY
+run fo-late                 fanout.pml safety pass -DS1LATE
+run fo-late-oldest          fanout.pml safety pass -DS1LATE -DFROM_OLDEST
+run fo-late-lossy           fanout.pml safety pass -DS1LATE -DS1LOSSY
+run fo-late-lossy-oldest    fanout.pml safety pass -DS1LATE -DS1LOSSY -DFROM_OLDEST
+run fo-eph-dies             fanout.pml safety pass -DS1EPH_DIES
+run fo-eph-dies-lossy       fanout.pml safety pass -DS1EPH_DIES -DS0LOSSY
+run fo-durable-takeover     fanout.pml safety pass -DS1DUR_DIES
+run fo-durable-stuck        fanout.pml safety pass -DDURABLE_STUCK
+run fo-reg-dies-locked      fanout.pml safety pass -DS1LATE -DS1LOCK_DIES
+run fo-2p                   fanout.pml safety pass $fo2p
+run fo-2p-lossy             fanout.pml safety pass $fo2p -DS0LOSSY
+run fo-2p-late              fanout.pml safety pass $fo2p -DS1LATE
+run fo-2p-eph-dies          fanout.pml safety pass $fo2p -DS1EPH_DIES
+run fo-2p-cleaner-dies      fanout.pml safety pass $fo2p -DP1LOCK_DIES
+run fo-2p-cleaner-dies-lossy  fanout.pml safety pass $fo2p -DP1LOCK_DIES -DS0LOSSY
+run fo-2p-cleaner-dies-2lossy fanout.pml safety pass $fo2p -DP1LOCK_DIES -DS0LOSSY -DS1LOSSY
+# Deliberately broken.
+run fo-NO_RELOAD            fanout.pml safety "fail:$stuck@@$fowait" -DS1LATE -DNO_RELOAD
+run fo-REG_NO_LOCK          fanout.pml safety "fail:assertion violated \(h<=c\)" -DS1LATE -DREG_NO_LOCK
+run fo-REG_NO_LOCK-oldest   fanout.pml safety "fail:assertion violated \(h<=c\)" -DS1LATE -DFROM_OLDEST -DREG_NO_LOCK
+run fo-NO_POSTCHECK         fanout.pml safety "fail:assertion violated \(v==mat\[c\]\)" -DS0LOSSY -DNO_POSTCHECK
+run fo-NO_POSTCHECK-2lossy  fanout.pml safety "fail:assertion violated \(v==mat\[c\]\)" -DS0LOSSY -DS1LOSSY -DNO_POSTCHECK
+# Findings: the protocol as first written (README.md section 1b).
+run fo-spec-no-lap-check    fanout.pml safety "fail:assertion violated \(v==mat\[c\]\)" -DNO_LAP_CHECK
+run fo-spec-no-lap-check-lossy fanout.pml safety "fail:assertion violated \(v==mat\[c\]\)" -DNO_LAP_CHECK -DS0LOSSY
+run fo-spec-reg-plain-unlock fanout.pml safety "fail:$stuck@@$fowait" -DS1LATE -DREG_PLAIN_UNLOCK
+run fo-spec-latest-at-tail  fanout.pml safety "fail:assertion violated \(\(m-mc\)==\(r-c\)\)" -DS1LATE -DS1LOSSY -DLATEST_AT_TAIL
+run fo-spec-reclaim-no-poll fanout.pml safety "fail:$stuck@@$fowait" $fo2p -DS0LOSSY -DS1LOSSY -DRECLAIM_SPACE_ONLY
+run fo-spec-lossy-waits     fanout.pml safety "fail:$stuck@@Sub:atomic { !(cseq & 1) };" $fo2p -DP1LOCK_DIES -DS0LOSSY -DS1LOSSY -DLOSSY_WAITS
+run fo-spec-no-seq-repair   fanout.pml safety "fail:$stuck@@Sub:lossy: wait for an even cleanSeq" $fo2p -DP1LOCK_DIES -DS0LOSSY -DS1LOSSY -DNO_SEQ_REPAIR
 
 wait
 
