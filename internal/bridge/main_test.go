@@ -192,8 +192,13 @@ func (ns *natsServer) connect() (*nats.Conn, jetstream.JetStream) {
 // (or the returned stop is called: it waits for Run to return).
 func runBridge(t testing.TB, ns *natsServer, routes ...string) (*Bridge, func()) {
 	t.Helper()
-	cfg := Config{Server: ns.url(), Options: ns.options(), AckWait: 2 * time.Second, AckTimeout: 2 * time.Second,
-		Logf: func(f string, a ...any) { t.Logf("bridge: "+f, a...) }}
+	return runBridgeLogf(t, ns, func(f string, a ...any) { t.Logf("bridge: "+f, a...) }, routes...)
+}
+
+// runBridgeLogf is runBridge logging through logf.
+func runBridgeLogf(t testing.TB, ns *natsServer, logf func(string, ...any), routes ...string) (*Bridge, func()) {
+	t.Helper()
+	cfg := Config{Server: ns.url(), Options: ns.options(), AckWait: 2 * time.Second, AckTimeout: 2 * time.Second, Logf: logf}
 	for _, s := range routes {
 		r, err := ParseRoute(s)
 		if err != nil {
