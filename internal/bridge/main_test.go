@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/internal/failpoint"
 )
 
 // The test binary doubles as a bridge process: with SHMBUS_TEST_ROLE=bridge
@@ -67,11 +69,40 @@ func childBridge() error {
 		}
 		cfg.Routes = append(cfg.Routes, r)
 	}
+	if k := os.Getenv("SHMBUS_KILL_AT"); k != "" {
+		if err := killAt(k); err != nil {
+			return err
+		}
+	}
 	b, err := New(cfg)
 	if err != nil {
 		return err
 	}
 	return b.Run(ctx)
+}
+
+// killAt arms a failpoint, "before-commit:K" or "after-send:K", to
+// SIGKILL this process the K-th time it fires.
+func killAt(spec string) error {
+	name, ks, _ := strings.Cut(spec, ":")
+	k, err := strconv.Atoi(ks)
+	if err != nil {
+		return fmt.Errorf("SHMBUS_KILL_AT %q: %v", spec, err)
+	}
+	p := afterSend
+	if name != "after-send" {
+		if p = failpoint.Lookup(name); p == nil {
+			return fmt.Errorf("SHMBUS_KILL_AT %q: no such point", spec)
+		}
+	}
+	var n atomic.Int64
+	p.Set(func() {
+		if n.Add(1) == int64(k) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	})
+	return nil
 }
 
 // childServer runs a nats-server (the module's, linked into this test
