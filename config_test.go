@@ -1,6 +1,7 @@
 package shmbus
 
 import (
+	"github.com/shmbus/shmbus/layout"
 	"testing"
 	"time"
 )
@@ -14,7 +15,7 @@ func TestConfig(t *testing.T) {
 	c := b.Config()
 	want := Config{Priorities: 3, LaneCapacity: 64 << 10, RecordLimit: 4096, MaxRecordPayload: 4096 - 8,
 		MaxMessage: 1 << 20, Producers: SingleProducer, Wake: WakeSem, FailFast: true, PeerSlots: 8, Mode: 0o640,
-		Created: c.Created, CreatorPID: c.CreatorPID, Size: c.Size, FormatVersion: 1, SemID: c.SemID}
+		Created: c.Created, CreatorPID: c.CreatorPID, Size: c.Size, FormatVersion: layout.Version, SemID: c.SemID}
 	if c != want {
 		t.Errorf("Config() = %+v, want %+v", c, want)
 	}

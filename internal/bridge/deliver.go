@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -15,30 +14,40 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shmbus/shmbus"
+	"github.com/shmbus/shmbus/internal/failpoint"
 )
+
+// afterSend fires once a message is on the bus, before the route records
+// or acknowledges anything (tests kill the bridge there).
+var afterSend = &failpoint.Point{}
 
 // A stream->bus route.
 //
 // A durable pull consumer (AckExplicit) is read through an iterator that
-// pulls at most FetchSize bytes ahead; each message is sent to the bus, and acknowledged only after Send
-// returned. Send blocks while the bus's lane is full, and nothing is
+// pulls at most FetchSize bytes ahead; each message is sent to the bus,
+// and acknowledged only after Send returned. Send blocks while the bus's lane is full, and nothing is
 // fetched meanwhile: the route holds at most one batch (plus the chunks of
 // one message being reassembled), never a growing buffer. Messages are
 // sent in stream order, so the order within each priority is the order
 // the stream stored them in.
 //
-// The route's cursor is a state file beside the bus (DIR/shmbus-bridge.
-// DURABLE.state: the stream sequence of the last message sent, written
-// after each Send). JetStream redelivers a message whose acknowledgement
-// it did not get only after AckWait, by which time later ones have gone to
-// the bus; so at start the route compares its state file with the
+// The route's cursor is a state file beside the bus (cursor.go): the
+// stream sequence of the last message sent and, written before each
+// message is published, the message in flight with the lane position of
+// its record. JetStream redelivers a message whose acknowledgement it did
+// not get only after AckWait, by which time later ones have gone to the
+// bus; so at start the route finds out from the bus whether the message
+// in flight got there (cursor.landed), compares the result with the
 // consumer's acknowledgement floor and, if anything was delivered and not
-// acknowledged, makes the consumer again from the first sequence not sent.
-// Messages at or below the state file's sequence are acknowledged and not
+// acknowledged, makes the consumer again from the first sequence not on
+// the bus. Messages at or below that sequence are acknowledged and not
 // sent again. The same remaking happens when a delivery goes missing (the
 // consumer sequence skips one: a message dropped on the way, which
-// JetStream would redeliver only after AckWait, out of order). What remains is the moment between a Send and the write of
-// the state file: a bridge killed there sends that one message twice.
+// JetStream would redeliver only after AckWait, out of order). So a crash
+// neither loses nor doubles a message, with two exceptions written in
+// docs/bridge.md: a message larger than one record (recorded after Send),
+// and a lane on which another producer's dead claim was recovered while
+// the bridge was down (the route cannot tell, and sends again).
 //
 // A message the route cannot deliver (no or bad shmbus headers, a priority
 // the bus does not have, a size beyond the bus's MaxMessage, a checksum
@@ -63,6 +72,12 @@ type deliverer struct {
 	floor           uint64 // stream sequence of the last message sent to the bus
 	cseq            uint64 // consumer sequence of the last delivery
 	part            *partial
+
+	// The message being sent, for note (made once: no closure per message).
+	created     uint64 // the bus's creation time, for the state file
+	sending     uint64
+	sendingPrio int
+	noteFn      func(pos, recovered uint64) error
 }
 
 // partial is a chunked message being reassembled.
@@ -97,9 +112,28 @@ func openDeliverer(r Route, cfg *Config, m *Metrics, nc *nats.Conn) (*deliverer,
 		d.Close()
 		return nil, fmt.Errorf("state file: %w", err)
 	}
-	var w [8]byte
-	if n, _ := d.state.ReadAt(w[:], 0); n == 8 {
-		d.floor = binary.LittleEndian.Uint64(w[:])
+	var w [cursorSize + 1]byte
+	n, _ := d.state.ReadAt(w[:], 0)
+	c, err := parseCursor(w[:n])
+	if err != nil {
+		d.m.Errors.WithLabelValues(r.Text, "state").Inc()
+		cfg.Logf("route %s: state file %s: %v; resuming from the consumer's acknowledgements", r.Text, path, err)
+	}
+	d.floor = c.floor
+	if c.seq != 0 {
+		landed, sure, why := c.landed(b)
+		if !sure {
+			d.m.Errors.WithLabelValues(r.Text, "uncertain").Inc()
+			cfg.Logf("route %s: cannot tell whether stream sequence %d reached bus %q (%s): sending it again", r.Text, c.seq, r.Bus, why)
+		}
+		if landed {
+			d.floor = c.seq
+		}
+	}
+	d.noteFn, d.created = d.note, uint64(b.Config().Created.UnixNano())
+	if err := d.persist(d.floor); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("state file: %w", err)
 	}
 	return d, nil
 }
@@ -149,7 +183,9 @@ func (d *deliverer) setup(ctx context.Context, remake bool) error {
 	if last := st.CachedInfo().State.LastSeq; d.floor > last {
 		d.cfg.Logf("route %s: state file says sequence %d, stream %s ends at %d: starting over", d.r.Text, d.floor, d.stream, last)
 		d.floor = 0
-		d.persist(0)
+		if err := d.persist(0); err != nil {
+			return err
+		}
 	}
 	start := d.floor
 	c, err := st.Consumer(ctx, d.durable)
@@ -302,9 +338,20 @@ func (d *deliverer) deliver(ctx context.Context, f frame, data []byte, msgs []je
 	if f.hasCRC && checksum(data) != f.crc {
 		return d.deadLetter(ctx, msgs, "checksum", fmt.Errorf("CRC-32C %08x, header says %08x", checksum(data), f.crc))
 	}
+	// A message that fits one record is sent with its position noted in
+	// the state file before it is published: after a crash there, the
+	// restarted route finds out whether it reached the bus (exactly once).
+	// A larger one (fragments) is recorded after Send returned.
+	noted := len(data) <= d.bus.MaxRecordPayload()
+	d.sending, d.sendingPrio = seq, f.prio
 	var bo backoff
 	for {
-		err := d.prod.Send(ctx, data, f.prio)
+		var err error
+		if noted {
+			err = d.prod.SendNoted(ctx, data, f.prio, d.noteFn)
+		} else {
+			err = d.prod.Send(ctx, data, f.prio)
+		}
 		if errors.Is(err, shmbus.ErrFull) { // a fail-fast bus: wait for room here
 			if !bo.sleep(ctx) {
 				return ctx.Err()
@@ -321,8 +368,13 @@ func (d *deliverer) deliver(ctx context.Context, f frame, data []byte, msgs []je
 		}
 		break
 	}
+	afterSend.Fire()
 	d.floor = seq
-	d.persist(seq)
+	if !noted {
+		if err := d.persist(seq); err != nil {
+			return err
+		}
+	}
 	for _, m := range msgs {
 		d.ack(m)
 	}
@@ -331,12 +383,25 @@ func (d *deliverer) deliver(ctx context.Context, f frame, data []byte, msgs []je
 	return nil
 }
 
-func (d *deliverer) persist(seq uint64) {
-	var w [8]byte
-	binary.LittleEndian.PutUint64(w[:], seq)
+// persist records floor with nothing in flight.
+func (d *deliverer) persist(floor uint64) error {
+	return d.writeCursor(cursor{floor: floor})
+}
+
+// note records the message being sent at lane position pos, before it is
+// published (SendNoted calls it).
+func (d *deliverer) note(pos, recovered uint64) error {
+	return d.writeCursor(cursor{floor: d.floor, seq: d.sending, prio: d.sendingPrio, pos: pos,
+		recovered: recovered, slot: d.prod.Slot(), created: d.created})
+}
+
+func (d *deliverer) writeCursor(c cursor) error {
+	w := c.encode()
 	if _, err := d.state.WriteAt(w[:], 0); err != nil {
 		d.m.Errors.WithLabelValues(d.r.Text, "state").Inc()
+		return err
 	}
+	return nil
 }
 
 func (d *deliverer) ack(m jetstream.Msg) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shmbus/shmbus"
 )
 
@@ -38,7 +39,7 @@ import (
 // can overtake it.
 
 type pending struct {
-	msg   *nats.Msg
+	msg   nats.Msg
 	fut   jetstream.PubAckFuture
 	state int // 0 waiting, 1 acknowledged, 2 failed
 	err   error
@@ -47,6 +48,7 @@ type pending struct {
 	size  int  // bytes of the bus message (on its last chunk), for the window
 	last  bool // the message's last chunk: release it when acknowledged
 	tries int
+	id    [1]string // the value of Nats-Msg-Id, kept here so the header map needs no slice of its own
 }
 
 const (
@@ -65,13 +67,32 @@ type forwarder struct {
 	subjects []string
 	prios    []string // priority labels
 
-	window  []*pending // oldest first
-	bytes   int        // bytes of the messages in the window
-	scratch []byte
-	chunk   int // payload bytes per NATS message
-	maxMsg  int // the stream's max_msg_size (<= 0: none)
-	backoff backoff
-	resend  bool
+	window   []*pending // oldest first
+	winArr   []*pending // the window's array, reused once the window is empty
+	free     []*pending // reaped, for reuse (with their header maps)
+	bytes    int        // bytes of the messages in the window
+	scratch  []byte
+	slab     []byte // small messages are taken into this, one after another (see take)
+	idBuf    []byte
+	identity string // the source's, which prefixes every message id
+	stall    jetstream.PublishOpt
+
+	// Per priority: the label value as a header value, the counters, and
+	// what a reap has acknowledged and not yet released.
+	prioHdr  [][]string
+	msgs     []prometheus.Counter
+	msgBytes []prometheus.Counter
+	toFree   []release
+	acks     prometheus.Counter
+	chunks   prometheus.Counter
+	dups     prometheus.Counter
+
+	producer    [2]int // the SLOT/PID last formatted into producerHdr
+	producerHdr []string
+	chunk       int // payload bytes per NATS message
+	maxMsg      int // the stream's max_msg_size (<= 0: none)
+	backoff     backoff
+	resend      bool
 }
 
 func newForwarder(r Route, cfg *Config, m *Metrics, nc *nats.Conn, src Source) (*forwarder, error) {
@@ -80,10 +101,17 @@ func newForwarder(r Route, cfg *Config, m *Metrics, nc *nats.Conn, src Source) (
 	if err != nil {
 		return nil, err
 	}
-	f := &forwarder{r: r, cfg: cfg, m: m, nc: nc, js: js, src: src, scratch: make([]byte, 64<<10)}
+	f := &forwarder{r: r, cfg: cfg, m: m, nc: nc, js: js, src: src, scratch: make([]byte, 64<<10),
+		stall: jetstream.WithStallWait(cfg.AckTimeout), producer: [2]int{-1, -1}, identity: src.Identity(),
+		acks: m.Acks.WithLabelValues(r.Text), chunks: m.Chunks.WithLabelValues(r.Text),
+		dups: m.Duplicates.WithLabelValues(r.Text)}
 	for p := 0; p < src.Priorities(); p++ {
 		f.subjects = append(f.subjects, expand(r.Subject, src.Name(), p))
 		f.prios = append(f.prios, strconv.Itoa(p))
+		f.prioHdr = append(f.prioHdr, []string{f.prios[p]})
+		f.msgs = append(f.msgs, m.Messages.WithLabelValues(r.Text, f.prios[p]))
+		f.msgBytes = append(f.msgBytes, m.Bytes.WithLabelValues(r.Text, f.prios[p]))
+		f.toFree = append(f.toFree, release{})
 	}
 	return f, nil
 }
@@ -147,7 +175,8 @@ func (f *forwarder) run(ctx context.Context) error {
 			f.waitOldest(ctx)
 			continue
 		}
-		t, err := f.src.TryTake(f.scratch)
+		buf := f.buffer()
+		t, err := f.src.TryTake(buf)
 		if errors.Is(err, shmbus.ErrEmpty) || errors.Is(err, shmbus.ErrHeld) {
 			if len(f.window) > 0 {
 				f.waitOldest(ctx)
@@ -156,7 +185,7 @@ func (f *forwarder) run(ctx context.Context) error {
 			if errors.Is(err, shmbus.ErrHeld) {
 				return fmt.Errorf("bus %q held with nothing in flight", f.src.Name())
 			}
-			t, err = f.src.Take(ctx, f.scratch)
+			t, err = f.src.Take(ctx, buf)
 			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
 				continue // the bus's own timer may see the deadline first
 			}
@@ -170,13 +199,67 @@ func (f *forwarder) run(ctx context.Context) error {
 			f.m.Errors.WithLabelValues(f.r.Text, "bus").Inc()
 			return err
 		}
-		f.publish(t, append([]byte(nil), f.scratch[:t.N]...))
+		f.publish(t, f.keep(buf, t.N))
 	}
+}
+
+// slabSize is the size of the buffers small messages are taken into: a
+// message is kept (for a resend) until JetStream acknowledged it, and
+// taking it straight into a shared slab spares a copy and an allocation
+// per message. A slab is let go when the last message in it is.
+const (
+	slabSize = 1 << 20
+	slabMin  = 64 << 10 // a slab with less room left is replaced
+)
+
+// buffer is where the next message is taken: the rest of the slab, or
+// the scratch buffer when that is larger (a message a slab cannot hold
+// was announced by a ShortBufferError).
+func (f *forwarder) buffer() []byte {
+	if len(f.scratch) > slabMin {
+		return f.scratch
+	}
+	if len(f.slab) < slabMin {
+		f.slab = make([]byte, slabSize)
+	}
+	return f.slab
+}
+
+// keep returns the n bytes taken into buf as the message's own: the
+// slab's first n bytes (the slab moves past them, to 8-byte alignment),
+// or the scratch buffer, which is then the message's and not reused.
+func (f *forwarder) keep(buf []byte, n int) []byte {
+	data := buf[:n:n]
+	if len(buf) > 0 && len(f.scratch) > 0 && &buf[0] == &f.scratch[0] {
+		f.scratch = make([]byte, 64<<10)
+		return data
+	}
+	f.slab = f.slab[min(len(f.slab), (n+7)&^7):]
+	return data
+}
+
+// newPending returns a pending NATS message with an empty header map,
+// reusing one reaped before.
+func (f *forwarder) newPending() *pending {
+	if n := len(f.free); n > 0 {
+		p := f.free[n-1]
+		f.free = f.free[:n-1]
+		h := p.msg.Header
+		clear(h)
+		*p = pending{msg: nats.Msg{Header: h}}
+		return p
+	}
+	return &pending{msg: nats.Msg{Header: make(nats.Header, 8)}}
 }
 
 // publish sends message t (data) as one NATS message or as chunks.
 func (f *forwarder) publish(t shmbus.Taken, data []byte) {
-	id := f.src.Identity() + "." + f.prios[t.Priority] + "." + strconv.FormatUint(t.Position, 16)
+	f.idBuf = append(f.idBuf[:0], f.identity...)
+	f.idBuf = append(f.idBuf, '.')
+	f.idBuf = append(f.idBuf, f.prios[t.Priority]...)
+	f.idBuf = append(f.idBuf, '.')
+	f.idBuf = strconv.AppendUint(f.idBuf, t.Position, 16)
+	id := string(f.idBuf)
 	subj := f.subjects[t.Priority]
 	f.chunk = chunkSize(f.nc)
 	if f.maxMsg > 0 {
@@ -189,17 +272,25 @@ func (f *forwarder) publish(t shmbus.Taken, data []byte) {
 	// Headers are stored with every message: small messages carry only
 	// what the far side needs (the stream has its own checksums; chunks
 	// carry the whole message's, checked after reassembly).
-	producer := strconv.Itoa(t.Producer) + "/" + strconv.Itoa(t.ProducerPID)
+	if f.producer != [2]int{t.Producer, t.ProducerPID} {
+		f.producer = [2]int{t.Producer, t.ProducerPID}
+		f.producerHdr = []string{strconv.Itoa(t.Producer) + "/" + strconv.Itoa(t.ProducerPID)}
+	}
 	crc := ""
 	if n > 1 {
 		crc = fmt.Sprintf("%08x", checksum(data))
 	}
 	for k := 0; k < n; k++ {
-		h := nats.Header{HdrPriority: {f.prios[t.Priority]}, HdrProducer: {producer}}
-		p := &pending{prio: t.Priority, pos: t.Position, last: k == n-1}
+		p := f.newPending()
+		p.prio, p.pos, p.last = t.Priority, t.Position, k == n-1
+		h := p.msg.Header
+		h[HdrPriority] = f.prioHdr[t.Priority]
+		h[HdrProducer] = f.producerHdr
+		p.msg.Subject = subj
 		if n == 1 {
-			h.Set(HdrMsgID, id)
-			p.msg = &nats.Msg{Subject: subj, Header: h, Data: data}
+			p.id[0] = id
+			h[HdrMsgID] = p.id[:]
+			p.msg.Data = data
 		} else {
 			h.Set(HdrMsgID, id+"."+strconv.Itoa(k))
 			h.Set(HdrMessage, id)
@@ -208,13 +299,16 @@ func (f *forwarder) publish(t shmbus.Taken, data []byte) {
 			h.Set(HdrChunk, fmt.Sprintf("%d/%d", k, n))
 			h.Set(HdrSize, strconv.Itoa(len(data)))
 			end := min((k+1)*f.chunk, len(data))
-			p.msg = &nats.Msg{Subject: subj, Header: h, Data: data[k*f.chunk : end]}
+			p.msg.Data = data[k*f.chunk : end]
 		}
 		if p.last {
 			p.size = len(data)
 			f.bytes += len(data)
 		}
 		f.window = append(f.window, p)
+		if cap(f.window) > cap(f.winArr) {
+			f.winArr = f.window[:0]
+		}
 		f.send(p)
 	}
 }
@@ -229,7 +323,7 @@ func (f *forwarder) send(p *pending) {
 		f.m.Redelivered.WithLabelValues(f.r.Text).Inc()
 	}
 	p.tries++
-	fut, err := f.js.PublishMsgAsync(p.msg, jetstream.WithStallWait(f.cfg.AckTimeout))
+	fut, err := f.js.PublishMsgAsync(&p.msg, f.stall)
 	if err != nil {
 		p.state, p.err, p.fut = failed, err, nil
 		f.fail(p.err)
@@ -251,62 +345,98 @@ func (f *forwarder) settle(ctx context.Context, p *pending, block bool) {
 	if p.state != waiting {
 		return
 	}
-	var done <-chan struct{}
-	if block {
-		done = ctx.Done()
-	} else {
-		c := make(chan struct{})
-		close(c)
-		done = c
+	if !block {
+		select {
+		case ack := <-p.fut.Ok():
+			f.acked(p, ack)
+		case err := <-p.fut.Err():
+			f.failed(p, err)
+		default:
+		}
+		return
 	}
 	select {
 	case ack := <-p.fut.Ok():
-		p.state = acked
-		f.m.Acks.WithLabelValues(f.r.Text).Inc()
-		if ack.Duplicate {
-			f.m.Duplicates.WithLabelValues(f.r.Text).Inc()
-		}
+		f.acked(p, ack)
 	case err := <-p.fut.Err():
-		p.state, p.err = failed, err
-		var api *jetstream.APIError
-		if errors.As(err, &api) {
-			// The server refused this message (too large for the stream,
-			// the stream full, ...): it stays on the bus, and is offered
-			// again after each back-off until the limit changes.
-			f.m.Refused.WithLabelValues(f.r.Text).Inc()
-		}
-		f.fail(err)
-	case <-done:
+		f.failed(p, err)
+	case <-ctx.Done():
 	}
 }
 
+func (f *forwarder) acked(p *pending, ack *jetstream.PubAck) {
+	p.state = acked
+	f.acks.Inc()
+	if ack.Duplicate {
+		f.dups.Inc()
+	}
+}
+
+func (f *forwarder) failed(p *pending, err error) {
+	p.state, p.err = failed, err
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		// The server refused this message (too large for the stream,
+		// the stream full, ...): it stays on the bus, and is offered
+		// again after each back-off until the limit changes.
+		f.m.Refused.WithLabelValues(f.r.Text).Inc()
+	}
+	f.fail(err)
+}
+
+// release is what one reap has acknowledged in a lane and not yet
+// released: through position pos, n messages of bytes bytes.
+type release struct {
+	pos      uint64
+	n, bytes int
+}
+
 // reap collects the outcomes at the front of the window and releases the
-// messages they complete.
+// messages they complete: one ReleaseThrough per lane for all the
+// messages of that lane acknowledged meanwhile.
 func (f *forwarder) reap() error {
+	any := false
 	for len(f.window) > 0 {
 		p := f.window[0]
 		f.settle(context.Background(), p, false)
 		if p.state != acked {
-			return nil
+			break
 		}
 		f.window[0] = nil
 		f.window = f.window[1:]
 		if p.last {
-			if err := f.src.Release(p.prio, p.pos); err != nil {
-				f.m.Errors.WithLabelValues(f.r.Text, "bus").Inc()
-				return err
-			}
-			f.bytes -= p.size
-			f.m.Messages.WithLabelValues(f.r.Text, f.prios[p.prio]).Inc()
-			f.m.Bytes.WithLabelValues(f.r.Text, f.prios[p.prio]).Add(float64(p.size))
-			f.backoff.reset()
+			r := &f.toFree[p.prio]
+			r.pos = p.pos
+			r.n++
+			r.bytes += p.size
+			any = true
 		} else {
-			f.m.Chunks.WithLabelValues(f.r.Text).Inc()
+			f.chunks.Inc()
 		}
+		p.msg.Data, p.fut, p.err = nil, nil, nil
+		f.free = append(f.free, p)
 	}
 	if len(f.window) == 0 {
-		f.window = f.window[:0:0] // let go of the old array
+		f.window = f.winArr[:0] // start again at the front of the array
 	}
+	if !any {
+		return nil
+	}
+	for prio := range f.toFree {
+		r := &f.toFree[prio]
+		if r.n == 0 {
+			continue
+		}
+		if err := f.src.Release(prio, r.pos); err != nil {
+			f.m.Errors.WithLabelValues(f.r.Text, "bus").Inc()
+			return err
+		}
+		f.bytes -= r.bytes
+		f.msgs[prio].Add(float64(r.n))
+		f.msgBytes[prio].Add(float64(r.bytes))
+		*r = release{}
+	}
+	f.backoff.reset()
 	return nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shmbus/shmbus"
 
+	"github.com/shmbus/shmbus/internal/failpoint"
 	"github.com/shmbus/shmbus/internal/testutil"
 )
 
@@ -57,11 +60,40 @@ func childBridge() error {
 		}
 		cfg.Routes = append(cfg.Routes, r)
 	}
+	if k := os.Getenv("SHMBUS_KILL_AT"); k != "" {
+		if err := killAt(k); err != nil {
+			return err
+		}
+	}
 	b, err := New(cfg)
 	if err != nil {
 		return err
 	}
 	return b.Run(ctx)
+}
+
+// killAt arms a failpoint, "before-commit:K" or "after-send:K", to
+// SIGKILL this process the K-th time it fires.
+func killAt(spec string) error {
+	name, ks, _ := strings.Cut(spec, ":")
+	k, err := strconv.Atoi(ks)
+	if err != nil {
+		return fmt.Errorf("SHMBUS_KILL_AT %q: %v", spec, err)
+	}
+	p := afterSend
+	if name != "after-send" {
+		if p = failpoint.Lookup(name); p == nil {
+			return fmt.Errorf("SHMBUS_KILL_AT %q: no such point", spec)
+		}
+	}
+	var n atomic.Int64
+	p.Set(func() {
+		if n.Add(1) == int64(k) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	})
+	return nil
 }
 
 // childServer runs a nats-server (the module's, linked into this test
@@ -182,8 +214,13 @@ func (ns *natsServer) connect() (*nats.Conn, jetstream.JetStream) {
 // (or the returned stop is called: it waits for Run to return).
 func runBridge(t testing.TB, ns *natsServer, routes ...string) (*Bridge, func()) {
 	t.Helper()
-	cfg := Config{Server: ns.url(), Options: ns.options(), AckWait: 2 * time.Second, AckTimeout: 2 * time.Second,
-		Logf: func(f string, a ...any) { t.Logf("bridge: "+f, a...) }}
+	return runBridgeLogf(t, ns, func(f string, a ...any) { t.Logf("bridge: "+f, a...) }, routes...)
+}
+
+// runBridgeLogf is runBridge logging through logf.
+func runBridgeLogf(t testing.TB, ns *natsServer, logf func(string, ...any), routes ...string) (*Bridge, func()) {
+	t.Helper()
+	cfg := Config{Server: ns.url(), Options: ns.options(), AckWait: 2 * time.Second, AckTimeout: 2 * time.Second, Logf: logf}
 	for _, s := range routes {
 		r, err := ParseRoute(s)
 		if err != nil {
