@@ -73,6 +73,8 @@ func roleCode(role string) uint8 {
 		return 1
 	case "consumer":
 		return 2
+	case "subscriber":
+		return 3
 	}
 	return 0
 }
