@@ -127,7 +127,9 @@ type Subscription struct {
 	scratch []byte           // lossy: the copy of the record being read
 	parts   map[[2]int]*part // reassembly per (lane, producer slot)
 	spare   []*part
-	lag     []uint64     // missed messages not yet reported, per lane
+	lag     []uint64    // missed messages not yet reported, per lane
+	holds   [][]subHold // per lane, taken by TryTake/Take and not acknowledged (subscription_take.go)
+	held    int
 	events  *PeerWatcher // nil without Events
 	pending []PeerEvent  // events not yet delivered
 	ev      PeerEvent    // the event Message.Event points at
@@ -510,6 +512,9 @@ func (s *Subscription) Receive(ctx context.Context, buf []byte) (Message, error)
 
 // receive delivers the next event or message.
 func (s *Subscription) receive(buf []byte) (Message, error) {
+	if s.held > 0 {
+		return Message{}, fmt.Errorf("%w (%d)", ErrHeld, s.held)
+	}
 	if len(s.pending) > 0 {
 		return s.popEvent(), nil
 	}
@@ -709,6 +714,9 @@ func (s *Subscription) Poll(max int, f func(payload []byte, prio int)) (int, err
 	defer s.b.exit()
 	total := 0
 	err := segment.Guard(func() error {
+		if s.held > 0 {
+			return fmt.Errorf("%w (%d)", ErrHeld, s.held)
+		}
 		for i := len(s.lanes) - 1; i >= 0; i-- {
 			r := s.lanes[i]
 			for max <= 0 || total < max {
@@ -800,6 +808,7 @@ func (s *Subscription) recover() {
 // abandon releases what was read; the bus calls it when it closes with
 // the subscription still open, and Close.
 func (s *Subscription) abandon() {
+	s.untake()
 	for _, r := range s.lanes {
 		r.Release()
 	}

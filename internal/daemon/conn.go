@@ -37,10 +37,11 @@ type conn struct {
 	hello  bool
 	prods  map[*entry]*shmbus.Producer
 	cons   map[*entry]*shmbus.Consumer
-	leases map[*entry]bool // buses whose descriptor the client has
-	subs   map[string]bool // "" is every bus
-	events chan Event      // to the event writer, once subscribed
-	rbuf   []byte          // RECV's buffer for small messages (requests run one at a time)
+	leases map[*entry]bool    // buses whose descriptor the client has
+	subs   map[string]bool    // "" is every bus
+	fans   map[subKey]*fanSub // subscriptions of fan-out buses held for the client (fanout.go)
+	events chan Event         // to the event writer, once subscribed
+	rbuf   []byte             // RECV's buffer for small messages (requests run one at a time)
 
 	afterReply func(werr error) // set by a request to learn whether its reply was written
 	done       chan struct{}    // closed when the connection ends
@@ -51,7 +52,7 @@ type conn struct {
 func newConn(s *Server, c *net.UnixConn, cred creds) *conn {
 	cn := &conn{s: s, c: c, cred: cred, pidfd: -1, w: bufio.NewWriterSize(c, 16<<10),
 		prods: map[*entry]*shmbus.Producer{}, cons: map[*entry]*shmbus.Consumer{},
-		leases: map[*entry]bool{}, subs: map[string]bool{}, done: make(chan struct{}),
+		leases: map[*entry]bool{}, subs: map[string]bool{}, fans: map[subKey]*fanSub{}, done: make(chan struct{}),
 		label:   fmt.Sprintf("client pid %d uid %d", cred.pid, cred.uid),
 		helloBy: time.Now().Add(s.cfg.HelloTimeout)}
 	if fd, err := unix.PidfdOpen(int(cred.pid), 0); err == nil {
@@ -224,9 +225,9 @@ func (c *conn) handle(ctx context.Context, req request) {
 		defer fd.Close()
 	}
 	if err != nil {
-		code, msg := errorCode(err)
+		code, payload := errorPayload(err)
 		c.s.metrics.request(name, code.String(), time.Since(start))
-		if werr := c.reply(f.ID, TypeError, encodeError(code, msg)); werr != nil {
+		if werr := c.reply(f.ID, TypeError, payload); werr != nil {
 			c.writeFailed(werr)
 		}
 		return
@@ -298,6 +299,14 @@ func (c *conn) dispatch(ctx context.Context, f Frame) (uint16, []byte, *os.File,
 		return c.doBoardDelete(f.Payload)
 	case TypeBoardWatch:
 		return c.doBoardWatch(ctx, f.Payload)
+	case TypeSubOpen:
+		return c.doSubOpen(ctx, f.Payload)
+	case TypeSubRecv:
+		return c.doSubRecv(ctx, f.Payload)
+	case TypeSubAck:
+		return c.doSubAck(f.Payload)
+	case TypeSubClose:
+		return c.doSubClose(f.Payload)
 	}
 	return 0, nil, nil, &Error{CodeUnknownType, fmt.Sprintf("unknown request type %#04x", f.Type)}
 }
@@ -305,6 +314,9 @@ func (c *conn) dispatch(ctx context.Context, f Frame) (uint16, []byte, *os.File,
 // errorCode maps an error to its code and message.
 func errorCode(err error) (Code, string) {
 	var de *Error
+	if code, ok := fanCode(err); ok && !errors.As(err, &de) {
+		return code, err.Error()
+	}
 	switch {
 	case errors.As(err, &de):
 		return de.Code, de.Message
@@ -376,7 +388,8 @@ func (c *conn) doCreate(p []byte) (uint16, []byte, *os.File, error) {
 			m.Name, m.Flags, m.Producers, m.Wake, m.Mode)}
 	}
 	opts := &shmbus.Options{Priorities: int(m.Priorities), LaneCapacity: int(m.LaneCapacity), MaxMessage: int(m.MaxMessage),
-		FailFast: m.Flags&FlagFailFast != 0, Mode: os.FileMode(m.Mode), Dir: c.s.cfg.Dir, Memfd: m.Flags&FlagMemfd != 0}
+		FailFast: m.Flags&FlagFailFast != 0, Mode: os.FileMode(m.Mode), Dir: c.s.cfg.Dir, Memfd: m.Flags&FlagMemfd != 0,
+		Subscriptions: int(m.Subscriptions)}
 	if m.Producers == 1 {
 		opts.Producers = shmbus.SingleProducer
 	}
@@ -451,6 +464,9 @@ func (c *conn) busReply(e *entry, wantFD bool) (uint16, []byte, *os.File, error)
 	info := BusInfo{Name: e.name, Kind: KindFile, Wake: uint8(cfg.Wake), Priorities: uint16(cfg.Priorities),
 		Mode: uint16(st.Mode & 0o777), UID: st.Uid, GID: st.Gid, Size: uint64(cfg.Size), MaxMessage: uint64(cfg.MaxMessage),
 		MaxRecord: uint32(cfg.MaxRecordPayload)}
+	if _, n := e.bus.FanOut(); n > 0 {
+		info.Subscriptions = uint8(n)
+	}
 	if e.memfd {
 		info.Kind = KindMemfd
 	}
@@ -669,6 +685,11 @@ func (c *conn) doRelease(p []byte) (uint16, []byte, *os.File, error) {
 			found = e
 		}
 	}
+	for k := range c.fans {
+		if k.e.name == name {
+			found = k.e
+		}
+	}
 	c.mu.Unlock()
 	if found != nil {
 		c.releaseEntry(found)
@@ -678,6 +699,7 @@ func (c *conn) doRelease(p []byte) (uint16, []byte, *os.File, error) {
 
 // releaseEntry gives back what the daemon holds on e for this client.
 func (c *conn) releaseEntry(e *entry) {
+	c.closeFans(e)
 	c.mu.Lock()
 	prod, cons := c.prods[e], c.cons[e]
 	delete(c.prods, e)
@@ -837,6 +859,7 @@ func (c *conn) writeEvents() {
 // the client is closed at once; the slots the client took itself in
 // segments it mapped are released once its process has exited.
 func (c *conn) endLeases() {
+	c.closeFans(nil)
 	c.mu.Lock()
 	var held []*entry
 	for e := range c.prods {

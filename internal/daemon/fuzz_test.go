@@ -24,6 +24,12 @@ func FuzzFrame(f *testing.F) {
 	f.Add(AppendFrame(nil, TypeBoardPut, 9, BoardPut{Board: "board", Key: "key", Value: []byte("v")}.encode(false)))
 	f.Add(AppendFrame(nil, TypeBoardCAS, 10, BoardPut{Board: "board", Key: "key", Revision: 3, Value: []byte("v")}.encode(true)))
 	f.Add(AppendFrame(nil, TypeBoardWatch, 11, BoardWatch{Board: "board", Key: "key", After: 3, TimeoutMS: 5}.encode()))
+	f.Add(AppendFrame(nil, TypeCreate, 12, Create{Name: "fan", Subscriptions: 4}.encode()))
+	f.Add(AppendFrame(nil, TypeSubOpen, 13, SubOpen{Bus: "fan", Subscription: "billing", Flags: SubLossy | SubEvents}.encode()))
+	f.Add(AppendFrame(nil, TypeSubRecv, 14, SubRecv{Bus: "fan", Subscription: "billing", Flags: FlagNoWait, Max: 8, TimeoutMS: 5}.encode()))
+	f.Add(AppendFrame(nil, TypeSubAck, 15, SubAck{Bus: "fan", Subscription: "billing", Priority: 1, Position: 4096}.encode()))
+	f.Add(AppendFrame(nil, TypeSubClose, 16, SubClose{Bus: "fan", Subscription: "billing", Flags: SubCloseRemove}.encode()))
+	f.Add(AppendFrame(nil, TypeBatch, 17, []byte{2, 0, ItemMessage, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 'x', ItemEvent, 3, 0, 0, 0, 1, 2, 3}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const max = 1 << 16
@@ -77,6 +83,18 @@ func FuzzFrame(f *testing.F) {
 		if m, err := decodeBoardWatch(p); err == nil {
 			roundTrip("board watch", m.encode(), nil)
 		}
+		if m, err := decodeSubOpen(p); err == nil {
+			roundTrip("sub open", m.encode(), nil)
+		}
+		if m, err := decodeSubRecv(p); err == nil {
+			roundTrip("sub recv", m.encode(), nil)
+		}
+		if m, err := decodeSubAck(p); err == nil {
+			roundTrip("sub ack", m.encode(), nil)
+		}
+		if m, err := decodeSubClose(p); err == nil {
+			roundTrip("sub close", m.encode(), nil)
+		}
 		// Reply decoders (the client's side) tolerate trailing fields but
 		// must not panic.
 		decodeWelcome(p)
@@ -87,5 +105,8 @@ func FuzzFrame(f *testing.F) {
 		decodeNames(p)
 		decodeBoardEntry(p)
 		decodeRevision(p)
+		decodeSubInfo(p)
+		decodeBatch(p)
+		LaggedMissed(p)
 	})
 }

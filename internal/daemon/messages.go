@@ -2,6 +2,8 @@
 
 package daemon
 
+import "fmt"
+
 // Payloads of the requests, replies and events of docs/daemon-protocol.md,
 // with their encodings. Decoders are strict: every field present, nothing
 // left over.
@@ -61,6 +63,9 @@ type Create struct {
 	MaxMessage   uint32
 	Mode         uint16
 	Flags        uint8
+	// Subscriptions makes a fan-out bus with this many subscription slots
+	// (1..64); 0 a queue bus. An optional field: sent only if not 0.
+	Subscriptions uint8
 }
 
 func (m Create) encode() []byte {
@@ -73,6 +78,9 @@ func (m Create) encode() []byte {
 	e.u32(m.MaxMessage)
 	e.u16(m.Mode)
 	e.u8(m.Flags)
+	if m.Subscriptions != 0 {
+		e.u8(m.Subscriptions)
+	}
 	return e.b
 }
 
@@ -80,6 +88,12 @@ func decodeCreate(p []byte) (m Create, err error) {
 	d := dec{b: p}
 	m.Name, m.Priorities, m.Producers, m.Wake = d.str(), d.u16(), d.u8(), d.u8()
 	m.LaneCapacity, m.MaxMessage, m.Mode, m.Flags = d.u32(), d.u32(), d.u16(), d.u8()
+	if d.err == nil && len(d.b) > 0 {
+		// One encoding per request: the field is sent only if not 0.
+		if m.Subscriptions = d.u8(); m.Subscriptions == 0 {
+			return m, fmt.Errorf("%w: subscriptions field of 0 (leave it out)", errDecode)
+		}
+	}
 	return m, d.done()
 }
 
@@ -121,6 +135,9 @@ type BusInfo struct {
 	Size       uint64
 	MaxMessage uint64
 	MaxRecord  uint32
+	// Subscriptions is the number of subscription slots of a fan-out bus,
+	// 0 for a queue bus.
+	Subscriptions uint8
 }
 
 func (m BusInfo) encode() []byte {
@@ -137,6 +154,7 @@ func (m BusInfo) encode() []byte {
 	e.u64(m.Size)
 	e.u64(m.MaxMessage)
 	e.u32(m.MaxRecord)
+	e.u8(m.Subscriptions)
 	return e.b
 }
 
@@ -145,6 +163,9 @@ func decodeBusInfo(p []byte) (m BusInfo, err error) {
 	m.Name, m.Kind, m.Producers, m.Wake, m.FD = d.str(), d.u8(), d.u8(), d.u8(), d.u8()
 	m.Priorities, m.Mode, m.UID, m.GID = d.u16(), d.u16(), d.u32(), d.u32()
 	m.Size, m.MaxMessage, m.MaxRecord = d.u64(), d.u64(), d.u32()
+	if d.err == nil && len(d.b) > 0 { // a later field: older daemons do not send it
+		m.Subscriptions = d.u8()
+	}
 	return m, d.err
 }
 

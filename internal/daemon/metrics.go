@@ -33,6 +33,7 @@ type metrics struct {
 	relayedBytes *prometheus.CounterVec
 	released     prometheus.Counter
 	events       *prometheus.CounterVec
+	fan          fanMetrics // fanout_metrics.go
 }
 
 func newMetrics(s *Server) *metrics {
@@ -88,6 +89,7 @@ func newMetrics(s *Server) *metrics {
 		ConstLabels: prometheus.Labels{"version": strings.TrimPrefix(s.cfg.Version, "shmbus "),
 			"goversion": runtime.Version(), "protocol": strconv.Itoa(Version)}})
 	build.Set(1)
+	m.registerFan(s)
 	m.reg.MustRegister(build, m.conns, m.connsTotal, m.refused, m.timeouts, m.overBudget, buffered, budget,
 		m.requests, m.latency, m.frameErrors, m.relayedMsgs, m.relayedBytes, m.released, m.events,
 		&busCollector{s}, &boardCollector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
