@@ -78,13 +78,7 @@ holder died, sub takes it over and resumes where it left off.
   shmbus sub events audit -n 0             # every message, until interrupted
   shmbus sub events dashboard --lossy --events -n 0 --format json
   shmbus unsub events audit`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%s: want a bus name and a subscription name, got %d arguments (see '%s --help')",
-					cmd.Name(), len(args), cmd.CommandPath())
-			}
-			return nil
-		},
+		Args:              busAndSubscription,
 		ValidArgsFunction: a.completeSubArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.subscribe(cmd.Context(), args[0], args[1], sf)
@@ -224,13 +218,7 @@ func (a *app) unsubCmd() *cobra.Command {
 		Long: `Remove the subscription SUBSCRIPTION of the fan-out bus NAME, so that it
 no longer holds producers back. It fails (exit status 1) while a live
 process holds the subscription, or if there is none of that name.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%s: want a bus name and a subscription name, got %d arguments (see '%s --help')",
-					cmd.Name(), len(args), cmd.CommandPath())
-			}
-			return nil
-		},
+		Args:              busAndSubscription,
 		ValidArgsFunction: a.completeSubArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bus, err := shmbus.Open(args[0], a.openOptions())
@@ -420,4 +408,14 @@ func (s *busStat) mostBehind() (string, uint64) {
 		}
 	}
 	return name, most
+}
+
+// busAndSubscription checks the arguments of sub and unsub: a bus name and
+// a subscription name.
+func busAndSubscription(cmd *cobra.Command, args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("%s: want a bus name and a subscription name, got %d arguments (see '%s --help')",
+			cmd.Name(), len(args), cmd.CommandPath())
+	}
+	return nil
 }
