@@ -22,6 +22,7 @@ type Consumer struct {
 	lanes  []*ring.Consumer
 	spin   ring.Spinner
 	closed atomic.Bool // also set by Bus.Close from another goroutine
+	gate   *gate       // the call gate of the consumer's calls (gate.go)
 	asm    *assembler
 
 	views [][]byte // Deliver's batch, kept to save allocations
@@ -53,9 +54,11 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 			return err
 		}
 		c = &Consumer{b: b, slot: slot, asm: newAssembler(b), holds: make([]laneHolds, len(b.lanes))}
+		c.gate = newGate(&c.closed)
 		c.asm.load()
 		b.mu.Lock()
 		b.consumer = c
+		b.addGate(c.gate)
 		b.mu.Unlock()
 		for _, l := range b.lanes {
 			lc, err := ring.NewConsumer(l)
@@ -100,7 +103,7 @@ func (c *Consumer) check() error {
 	if c.closed.Load() {
 		return fmt.Errorf("bus %q: consumer: %w", c.b.name, ErrClosed)
 	}
-	return c.b.enter()
+	return c.gate.enter(c.b)
 }
 
 // TryReceive copies the next message into buf and returns its size and
@@ -111,7 +114,7 @@ func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
 	if err := c.checkNoHolds(); err != nil {
 		return 0, 0, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	err = segment.Guard(func() error {
 		n, prio, _, err = c.receive(buf)
 		return err
@@ -281,7 +284,7 @@ func (c *Consumer) receiveFrom(ctx context.Context, buf []byte) (n, prio, slot i
 	if err := c.checkNoHolds(); err != nil {
 		return 0, 0, 0, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	err = segment.Guard(func() error {
 		for {
 			n, prio, slot, err = c.receive(buf)
@@ -303,7 +306,7 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 	if err := c.checkNoHolds(); err != nil {
 		return 0, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	total := 0
 	err := segment.Guard(func() error {
 		for i := len(c.lanes) - 1; i >= 0; i-- {
@@ -357,7 +360,7 @@ func (c *Consumer) Deliver(max int, write func(msgs [][]byte, prio int) (int, er
 	if err := c.checkNoHolds(); err != nil {
 		return 0, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	total := 0
 	var werr error
 	err := segment.Guard(func() error {
@@ -467,7 +470,7 @@ func (c *Consumer) Wait(ctx context.Context) error {
 	if err := c.check(); err != nil {
 		return err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	return c.wrap(segment.Guard(func() error { return c.wait(ctx) }))
 }
 
