@@ -163,7 +163,8 @@ type message struct {
 	data []byte
 	lane int
 	asm  *asm
-	pos  uint64 // ring position of its last (or only) record
+	pos  uint64        // ring position of its last (or only) record
+	rec  layout.Record // that record
 
 	producer int // the peer slot of its producer (as the record says)
 }
@@ -181,7 +182,10 @@ func (c *Consumer) next(i int) (message, error) {
 		if r.Flags&(layout.FragBegin|layout.FragEnd) != layout.FragBegin|layout.FragEnd && slot >= c.b.g.PeerSlots {
 			return message{}, fmt.Errorf("lane %d at %d: %w: fragment from producer slot %d of %d", i, pos, ErrCorrupt, slot, c.b.g.PeerSlots)
 		}
-		x := c.asm.parts[[2]int{i, slot}]
+		var x *asm
+		if len(c.asm.parts) != 0 { // a map look-up per message costs
+			x = c.asm.parts[[2]int{i, slot}]
+		}
 		// older: at or before the last fragment x absorbed, so seen by a
 		// consumer that died before releasing it.
 		older := x != nil && x.holds(pos)
@@ -191,7 +195,7 @@ func (c *Consumer) next(i int) (message, error) {
 				c.asm.discard(i, slot) // its producer gave up on an earlier message
 			}
 			// Taken and not released before a crash: delivered again.
-			return message{data: p, lane: i, pos: pos, producer: slot}, nil
+			return message{data: p, lane: i, pos: pos, rec: r, producer: slot}, nil
 		}
 		if older {
 			// A fragment already absorbed (or a message already delivered).
@@ -241,7 +245,7 @@ func (c *Consumer) next(i int) (message, error) {
 			// Copied, not absorbed: the record stays until delivery, and
 			// copying it again after a crash writes the same bytes.
 			copy(x.data()[x.filled():], p)
-			return message{data: x.data(), lane: i, asm: x, pos: pos, producer: slot}, nil
+			return message{data: x.data(), lane: i, asm: x, pos: pos, rec: r, producer: slot}, nil
 		}
 		c.skip(i)
 	}
@@ -261,7 +265,12 @@ func (c *Consumer) take(m message) {
 	if m.asm != nil {
 		m.asm.markDelivered(m.pos)
 	}
-	c.lanes[m.lane].Next()
+	l := c.lanes[m.lane]
+	if l.Position() == m.pos {
+		l.Advance(m.rec) // the record next found: no second look at the ring
+		return
+	}
+	l.Next()
 }
 
 // finish removes m's reassembly file, once its record is released.
