@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -524,19 +525,66 @@ func (c *Consumer) recover() {
 func (c *Consumer) wait(ctx context.Context) error {
 	stop, cleanup := c.b.stopper(ctx, c.b.data)
 	defer cleanup()
-	backstop := time.Duration(0)
 	c.flush() // about to wait: make the shared counters exact
+	for {
+		// Which backstop: short steps while some lane's read position is
+		// claimed and unpublished (its claimant may be dead, and nobody
+		// rings for a death), the doorbell's own (200 ms growing to 1 s)
+		// while messages are being reassembled (their files are collected
+		// on wake-ups), and idleBackstop when nothing at all is claimed past
+		// any read position: then no producer holds space that a death
+		// could leave unpublished, and only a lost ring (a producer dying
+		// between its publish and its ring, a failed wake call) needs the
+		// timer. Each idle step ends at its deadline and is decided again.
+		// A claim that appears during an idle sleep ends it (the ready
+		// check sees it after any wake-up), so that it is waited for in
+		// short steps.
+		backstop, until, idle, ready := time.Duration(0), deadlineOf(ctx), false, c.ready
+		switch {
+		case c.inFlight():
+			backstop = inFlightBackstop
+		case len(c.asm.parts)+len(c.asm.spare) == 0:
+			backstop, ready = idleBackstop, c.readyOrClaimed
+			if step := time.Now().Add(idleBackstop); until.IsZero() || step.Before(until) {
+				until, idle = step, true
+			}
+		}
+		err := c.b.data.Wait(ready, stop, until, &c.spin, backstop, c.recover)
+		switch {
+		case err == nil && !c.ready():
+			continue // space was claimed: decide the backstop again
+		case idle && errors.Is(err, os.ErrDeadlineExceeded):
+			continue // the idle step's end, not the caller's deadline
+		}
+		return ctxErr(ctx, err)
+	}
+}
+
+// readyOrClaimed reports whether some lane has a record at its read
+// position, published or only claimed.
+func (c *Consumer) readyOrClaimed() bool { return c.ready() || c.inFlight() }
+
+// inFlight reports whether some lane's read position is claimed but not
+// published.
+func (c *Consumer) inFlight() bool {
 	for _, l := range c.lanes {
 		if l.InFlight() {
-			backstop = inFlightBackstop
+			return true
 		}
 	}
-	return ctxErr(ctx, c.b.data.Wait(c.ready, stop, deadlineOf(ctx), &c.spin, backstop, c.recover))
+	return false
 }
 
 // inFlightBackstop bounds sleeps while a lane's read position is claimed but
-// unpublished, so that a dead claimant is found soon.
+// unpublished, so that a dead claimant is found soon. idleBackstop bounds
+// them while nothing is claimed: it bounds what a lost wake-up costs, and
+// how late the consumer notices a producer that claimed space after the
+// consumer went to sleep and died before publishing it. An idle consumer
+// wakes this rarely, which is what makes it as cheap as a blocked pipe
+// reader (docs/benchmarks.md).
 const inFlightBackstop = 20 * time.Millisecond
+
+var idleBackstop = 10 * time.Second // a variable for tests only
 
 func deadlineOf(ctx context.Context) time.Time {
 	d, _ := ctx.Deadline()

@@ -31,8 +31,8 @@ import (
 // whose increment came before is seen by Close. The call's decrement is a
 // plain store after every access it made to the mapping, and those
 // accesses are complete when it is visible. Elsewhere both sides use
-// sequentially consistent atomics (gate_other.go; also under the race
-// detector).
+// sequentially consistent atomics (gate_other.go; gate_race.go under the
+// race detector).
 //
 // A call that leaves the gate of a closing bus or handle signals left; Close
 // also re-checks every millisecond, so a leave it did not hear about costs

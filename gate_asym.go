@@ -9,7 +9,7 @@ import (
 )
 
 // The asymmetric gate (see gate.go): plain increments on the call's side,
-// membarrier on Close's. Race-detector builds use gate_other.go instead:
+// membarrier on Close's. Race-detector builds use gate_race.go instead:
 // the detector sees the order atomics make, not the one membarrier makes.
 
 const (
