@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,7 @@ type Consumer struct {
 	lanes  []*ring.Consumer
 	spin   ring.Spinner
 	closed atomic.Bool // also set by Bus.Close from another goroutine
+	gate   *gate       // the call gate of the consumer's calls (gate.go)
 	asm    *assembler
 
 	views [][]byte // Deliver's batch, kept to save allocations
@@ -56,9 +58,11 @@ func (b *Bus) NewConsumer() (*Consumer, error) {
 			return err
 		}
 		c = &Consumer{b: b, slot: slot, asm: newAssembler(b), holds: make([]laneHolds, len(b.lanes))}
+		c.gate = newGate(&c.closed)
 		c.asm.load()
 		b.mu.Lock()
 		b.consumer = c
+		b.addGate(c.gate)
 		b.mu.Unlock()
 		for _, l := range b.lanes {
 			lc, err := ring.NewConsumer(l)
@@ -103,7 +107,7 @@ func (c *Consumer) check() error {
 	if c.closed.Load() {
 		return busError(c.b.name, fmt.Errorf("consumer: %w", ErrClosed))
 	}
-	return c.b.enter()
+	return c.gate.enter(c.b)
 }
 
 // TryReceive copies the next message into buf and returns its size and
@@ -114,7 +118,7 @@ func (c *Consumer) TryReceive(buf []byte) (n, prio int, err error) {
 	if err := c.checkNoHolds(); err != nil {
 		return 0, 0, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	err = segment.Guard(func() error {
 		n, prio, _, err = c.receive(buf)
 		return err
@@ -163,7 +167,8 @@ type message struct {
 	data []byte
 	lane int
 	asm  *asm
-	pos  uint64 // ring position of its last (or only) record
+	pos  uint64        // ring position of its last (or only) record
+	rec  layout.Record // that record
 
 	producer int // the peer slot of its producer (as the record says)
 }
@@ -181,7 +186,10 @@ func (c *Consumer) next(i int) (message, error) {
 		if r.Flags&(layout.FragBegin|layout.FragEnd) != layout.FragBegin|layout.FragEnd && slot >= c.b.g.PeerSlots {
 			return message{}, fmt.Errorf("lane %d at %d: %w: fragment from producer slot %d of %d", i, pos, ErrCorrupt, slot, c.b.g.PeerSlots)
 		}
-		x := c.asm.parts[[2]int{i, slot}]
+		var x *asm
+		if len(c.asm.parts) != 0 { // a map look-up per message costs
+			x = c.asm.parts[[2]int{i, slot}]
+		}
 		// older: at or before the last fragment x absorbed, so seen by a
 		// consumer that died before releasing it.
 		older := x != nil && x.holds(pos)
@@ -191,7 +199,7 @@ func (c *Consumer) next(i int) (message, error) {
 				c.asm.discard(i, slot) // its producer gave up on an earlier message
 			}
 			// Taken and not released before a crash: delivered again.
-			return message{data: p, lane: i, pos: pos, producer: slot}, nil
+			return message{data: p, lane: i, pos: pos, rec: r, producer: slot}, nil
 		}
 		if older {
 			// A fragment already absorbed (or a message already delivered).
@@ -241,7 +249,7 @@ func (c *Consumer) next(i int) (message, error) {
 			// Copied, not absorbed: the record stays until delivery, and
 			// copying it again after a crash writes the same bytes.
 			copy(x.data()[x.filled():], p)
-			return message{data: x.data(), lane: i, asm: x, pos: pos, producer: slot}, nil
+			return message{data: x.data(), lane: i, asm: x, pos: pos, rec: r, producer: slot}, nil
 		}
 		c.skip(i)
 	}
@@ -261,7 +269,12 @@ func (c *Consumer) take(m message) {
 	if m.asm != nil {
 		m.asm.markDelivered(m.pos)
 	}
-	c.lanes[m.lane].Next()
+	l := c.lanes[m.lane]
+	if l.Position() == m.pos {
+		l.Advance(m.rec) // the record next found: no second look at the ring
+		return
+	}
+	l.Next()
 }
 
 // finish removes m's reassembly file, once its record is released.
@@ -284,7 +297,7 @@ func (c *Consumer) receiveFrom(ctx context.Context, buf []byte) (n, prio, slot i
 	if err := c.checkNoHolds(); err != nil {
 		return 0, 0, 0, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	err = segment.Guard(func() error {
 		for {
 			n, prio, slot, err = c.receive(buf)
@@ -306,7 +319,7 @@ func (c *Consumer) Poll(max int, f func(payload []byte, prio int)) (int, error) 
 	if err := c.checkNoHolds(); err != nil {
 		return 0, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	total := 0
 	err := segment.Guard(func() error {
 		for i := len(c.lanes) - 1; i >= 0; i-- {
@@ -360,7 +373,7 @@ func (c *Consumer) Deliver(max int, write func(msgs [][]byte, prio int) (int, er
 	if err := c.checkNoHolds(); err != nil {
 		return 0, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	total := 0
 	var werr error
 	err := segment.Guard(func() error {
@@ -470,7 +483,7 @@ func (c *Consumer) Wait(ctx context.Context) error {
 	if err := c.check(); err != nil {
 		return err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	return c.wrap(segment.Guard(func() error { return c.wait(ctx) }))
 }
 
@@ -515,19 +528,66 @@ func (c *Consumer) recover() {
 func (c *Consumer) wait(ctx context.Context) error {
 	stop, cleanup := c.b.stopper(ctx, c.b.data)
 	defer cleanup()
-	backstop := time.Duration(0)
 	c.flush() // about to wait: make the shared counters exact
+	for {
+		// Which backstop: short steps while some lane's read position is
+		// claimed and unpublished (its claimant may be dead, and nobody
+		// rings for a death), the doorbell's own (200 ms growing to 1 s)
+		// while messages are being reassembled (their files are collected
+		// on wake-ups), and idleBackstop when nothing at all is claimed past
+		// any read position: then no producer holds space that a death
+		// could leave unpublished, and only a lost ring (a producer dying
+		// between its publish and its ring, a failed wake call) needs the
+		// timer. Each idle step ends at its deadline and is decided again.
+		// A claim that appears during an idle sleep ends it (the ready
+		// check sees it after any wake-up), so that it is waited for in
+		// short steps.
+		backstop, until, idle, ready := time.Duration(0), deadlineOf(ctx), false, c.ready
+		switch {
+		case c.inFlight():
+			backstop = inFlightBackstop
+		case len(c.asm.parts)+len(c.asm.spare) == 0:
+			backstop, ready = idleBackstop, c.readyOrClaimed
+			if step := time.Now().Add(idleBackstop); until.IsZero() || step.Before(until) {
+				until, idle = step, true
+			}
+		}
+		err := c.b.data.Wait(ready, stop, until, &c.spin, backstop, c.recover)
+		switch {
+		case err == nil && !c.ready():
+			continue // space was claimed: decide the backstop again
+		case idle && errors.Is(err, os.ErrDeadlineExceeded):
+			continue // the idle step's end, not the caller's deadline
+		}
+		return ctxErr(ctx, err)
+	}
+}
+
+// readyOrClaimed reports whether some lane has a record at its read
+// position, published or only claimed.
+func (c *Consumer) readyOrClaimed() bool { return c.ready() || c.inFlight() }
+
+// inFlight reports whether some lane's read position is claimed but not
+// published.
+func (c *Consumer) inFlight() bool {
 	for _, l := range c.lanes {
 		if l.InFlight() {
-			backstop = inFlightBackstop
+			return true
 		}
 	}
-	return ctxErr(ctx, c.b.data.Wait(c.ready, stop, deadlineOf(ctx), &c.spin, backstop, c.recover))
+	return false
 }
 
 // inFlightBackstop bounds sleeps while a lane's read position is claimed but
-// unpublished, so that a dead claimant is found soon.
+// unpublished, so that a dead claimant is found soon. idleBackstop bounds
+// them while nothing is claimed: it bounds what a lost wake-up costs, and
+// how late the consumer notices a producer that claimed space after the
+// consumer went to sleep and died before publishing it. An idle consumer
+// wakes this rarely, which is what makes it as cheap as a blocked pipe
+// reader (docs/benchmarks.md).
 const inFlightBackstop = 20 * time.Millisecond
+
+var idleBackstop = 10 * time.Second // a variable for tests only
 
 func deadlineOf(ctx context.Context) time.Time {
 	d, _ := ctx.Deadline()

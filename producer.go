@@ -22,6 +22,7 @@ type Producer struct {
 	lanes  []*ring.Producer
 	spin   ring.Spinner
 	closed atomic.Bool // also set by Bus.Close from another goroutine
+	gate   *gate       // the call gate of the producer's calls (gate.go)
 }
 
 // NewProducer attaches a producer. On a single-producer bus it fails with
@@ -49,11 +50,13 @@ func (b *Bus) NewProducer() (*Producer, error) {
 			}
 		}
 		p = &Producer{b: b, slot: slot}
+		p.gate = newGate(&p.closed)
 		for i, l := range b.lanes {
 			p.lanes = append(p.lanes, ring.NewProducer(l, uint16(slot), b.peers.Claim(slot, i), b.data))
 		}
 		b.mu.Lock()
 		b.producers[p] = struct{}{}
+		b.addGate(p.gate)
 		b.mu.Unlock()
 		return nil
 	})
@@ -142,10 +145,10 @@ func (p *Producer) send(ctx context.Context, msg []byte, prio int, failFast bool
 	if len(msg) > p.b.MaxMessage() {
 		return p.tooLarge(len(msg), p.b.MaxMessage(), LimitMaxMessage)
 	}
-	if err := p.b.enter(); err != nil {
+	if err := p.gate.enter(p.b); err != nil {
 		return err
 	}
-	defer p.b.exit()
+	defer p.gate.exit(p.b)
 	return p.wrap(segment.Guard(func() error {
 		if len(msg) <= l.MaxPayload() {
 			for {
@@ -207,10 +210,10 @@ func (p *Producer) SendBatch(ctx context.Context, msgs [][]byte, prio int) (int,
 	if err != nil {
 		return 0, err
 	}
-	if err := p.b.enter(); err != nil {
+	if err := p.gate.enter(p.b); err != nil {
 		return 0, err
 	}
-	defer p.b.exit()
+	defer p.gate.exit(p.b)
 	sent := 0
 	err = segment.Guard(func() error {
 		failFast := p.b.hdr.Flags&layout.FlagFailFast != 0
@@ -255,10 +258,10 @@ func (p *Producer) Reserve(prio, n int) ([]byte, error) {
 	if n > l.MaxPayload() {
 		return nil, p.tooLarge(n, l.MaxPayload(), LimitRecord)
 	}
-	if err := p.b.enter(); err != nil {
+	if err := p.gate.enter(p.b); err != nil {
 		return nil, err
 	}
-	defer p.b.exit()
+	defer p.gate.exit(p.b)
 	var buf []byte
 	err = segment.Guard(func() error {
 		var err error
@@ -278,10 +281,10 @@ func (p *Producer) each(f func(*ring.Producer)) error {
 	if p.closed.Load() {
 		return busError(p.b.name, fmt.Errorf("producer: %w", ErrClosed))
 	}
-	if err := p.b.enter(); err != nil {
+	if err := p.gate.enter(p.b); err != nil {
 		return err
 	}
-	defer p.b.exit()
+	defer p.gate.exit(p.b)
 	return p.wrap(segment.Guard(func() error {
 		for _, l := range p.lanes {
 			f(l)

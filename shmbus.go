@@ -135,18 +135,21 @@ type Bus struct {
 	lanes  []*ring.Lane
 	data   *ring.Doorbell
 	peers  *peerTable
-	mu     sync.Mutex // guards producers
+	mu     sync.Mutex // guards producers, consumer and gates
 	closed atomic.Bool
 
 	producers map[*Producer]struct{} // open producers of this process
 	consumer  *Consumer              // the open consumer of this process, if any
+	gates     map[*gate]struct{}     // the handles' call gates (gate.go)
 
 	subs          *ring.SubTable             // fan-out buses: the subscription table; nil for a queue
 	subscriptions map[*Subscription]struct{} // open subscriptions of this process
 	fan           fanState
 
-	// calls counts the calls using the mapping, plus closingBit once Close
-	// has begun; the last call to leave after that closes drained.
+	// calls counts the calls using the mapping other than those of a
+	// Producer or Consumer (which have gates of their own, gate.go), plus
+	// closingBit once Close has begun; the last call to leave after that
+	// closes drained.
 	calls     atomic.Int64
 	drained   chan struct{}
 	drainOnce sync.Once
@@ -441,9 +444,9 @@ func attachMapping(name string, m *segment.Mapping, h layout.Header, g layout.Ge
 func attach(name string, m *segment.Mapping, h layout.Header, g layout.Geometry, set *sem.Set) *Bus {
 	seg := m.Bytes()
 	b := &Bus{name: name, m: m, seg: seg, hdr: h, g: g, sems: set, drained: make(chan struct{}),
-		producers: map[*Producer]struct{}{},
-		errEmpty:  busError(name, fmt.Errorf("receive: %w", ErrEmpty)),
-		errFull:   busError(name, fmt.Errorf("send: %w", ErrFull))}
+		producers: map[*Producer]struct{}{}, gates: map[*gate]struct{}{},
+		errEmpty: busError(name, fmt.Errorf("receive: %w", ErrEmpty)),
+		errFull:  busError(name, fmt.Errorf("send: %w", ErrFull))}
 	b.data = ring.NewDoorbell(seg, layout.OffDataSeq, b.sleeper(0),
 		layout.Word64(seg, layout.OffConsumerSleeps), layout.Word64(seg, layout.OffConsumerWakes))
 	for i := range g.Lanes {
@@ -517,6 +520,7 @@ func (b *Bus) Close() error {
 	}
 	b.kickAll()
 	<-b.drained
+	b.waitGates()
 	// No call is running now. Reservations a producer has not committed
 	// become padding: its slot is freed below, and a free slot's claim
 	// would never be recovered.

@@ -66,7 +66,7 @@ func (c *Consumer) checkNoHolds() error {
 		return err
 	}
 	if c.held > 0 {
-		c.b.exit()
+		c.gate.exit(c.b)
 		return busError(c.b.name, fmt.Errorf("receive: %w (%d)", ErrHeld, c.held))
 	}
 	return nil
@@ -84,7 +84,7 @@ func (c *Consumer) TryTake(buf []byte) (Taken, error) {
 	if err := c.check(); err != nil {
 		return Taken{}, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	var t Taken
 	err := segment.Guard(func() (err error) {
 		t, err = c.takeHeld(buf)
@@ -99,7 +99,7 @@ func (c *Consumer) Take(ctx context.Context, buf []byte) (Taken, error) {
 	if err := c.check(); err != nil {
 		return Taken{}, err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	var t Taken
 	err := segment.Guard(func() (err error) {
 		for {
@@ -163,7 +163,7 @@ func (c *Consumer) ReleaseThrough(prio int, pos uint64) error {
 	if err := c.check(); err != nil {
 		return err
 	}
-	defer c.b.exit()
+	defer c.gate.exit(c.b)
 	if prio < 0 || prio >= len(c.lanes) {
 		return busError(c.b.name, fmt.Errorf("release: %w: %d", ErrPriority, prio))
 	}

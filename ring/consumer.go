@@ -128,12 +128,18 @@ func (c *Consumer) Next() (layout.Record, []byte, error) {
 	if err != nil {
 		return r, p, err
 	}
+	c.Advance(r)
+	return r, p, nil
+}
+
+// Advance takes r, the data record Peek just returned at the read cursor,
+// without looking at the ring again: Next for a caller that has the record.
+func (c *Consumer) Advance(r layout.Record) {
 	c.pos += layout.AlignRecord(uint64(r.Length))
 	if r.Flags&layout.FragEnd != 0 {
 		c.msgs++
 	}
-	c.bytes += uint64(len(p))
-	return r, p, nil
+	c.bytes += uint64(r.Length) - layout.RecordHeader
 }
 
 // Release gives every taken record back to the producers: their bytes are

@@ -220,11 +220,27 @@ func (d *Doorbell) withdraw() { d.word.Add(^uint64(waiterOne - 1)) }
 // Spinner is an adaptive spin budget: it polls a condition for a while
 // before a waiter sleeps, growing the budget when spinning paid off and
 // shrinking it when it did not. It belongs to one waiter (not shared).
+//
+// After offAfter spins in a row that did not pay, it stops spinning: the
+// peer is not running while we spin (it shares our CPU, or the machine is
+// busy), and every spin only delays the sleep that lets it run. It then
+// looks once and sleeps, and spins again (at Min) only every probeEvery-th
+// wait, to notice when spinning would pay again. This is the Go runtime's
+// rule for sync.Mutex (spin only while the holder may be running on
+// another CPU) measured instead of asked: a process cannot see where a
+// peer process runs.
 type Spinner struct {
 	Budget time.Duration // current budget; zero means Min
 	Min    time.Duration // floor (default 1µs)
 	Max    time.Duration // ceiling (default 50µs); zero Max and Min=-1 disables spinning
+
+	fails, skipped uint8 // spins in a row that did not pay; waits since the last probe
 }
+
+const (
+	offAfter   = 4
+	probeEvery = 16
+)
 
 // tightPolls is how many polls run back to back before the first clock read
 // and yield: a PAUSE or yield on every poll costs throughput.
@@ -252,8 +268,15 @@ func (s *Spinner) Spin(ready func() bool) bool {
 	if s.Budget < minB {
 		s.Budget = minB
 	}
+	if s.fails >= offAfter {
+		if s.skipped++; s.skipped < probeEvery {
+			return ready()
+		}
+		s.skipped = 0 // a probe, at the budget Min
+	}
 	for i := 0; i < tightPolls; i++ {
 		if ready() {
+			s.fails = 0
 			return true
 		}
 	}
@@ -263,6 +286,7 @@ func (s *Spinner) Spin(ready func() bool) bool {
 			if s.Budget < maxB {
 				s.Budget *= 2
 			}
+			s.fails = 0
 			return true
 		}
 		if i%16 == 15 {
@@ -281,6 +305,9 @@ func (s *Spinner) Spin(ready func() bool) bool {
 	}
 	if s.Budget > minB {
 		s.Budget /= 2
+	}
+	if s.fails < offAfter {
+		s.fails++
 	}
 	return false
 }

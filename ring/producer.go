@@ -122,7 +122,7 @@ func (p *Producer) MaxPayload() int { return p.l.MaxPayload() }
 //  3. OK = t+1                (confirms that step 2 succeeded)
 //
 // Steps 1 and 3 are plain stores to the producer's own slot. Step 1 is
-// ordered before the tail's atomic CAS or store, which is all a reader needs
+// ordered before the tail's atomic CAS or ordered store, which is all a reader needs
 // (it reads the claim only after seeing the tail move). Step 3 may become
 // visible early on weakly ordered CPUs; that is harmless, because Recover
 // only trusts a claim that ends at or before the tail it read.
@@ -172,7 +172,13 @@ func (p *Producer) claimSpan(size uint64) error {
 				continue
 			}
 		} else {
-			l.tail.Store(end)
+			// The only producer: a store ordered after step 1's (so a
+			// consumer that sees the new tail sees the claim record) and
+			// before the records' length words (so one that sees a record
+			// published sees the tail past it). Nothing this producer
+			// loads later depends on it being seen first: the doorbell's
+			// store-load order is the length word's, in Commit.
+			storeOrdered(l.tail, end)
 		}
 		p.claim.confirm(t)
 		p.recPos, p.recEnd = t, end
